@@ -1,0 +1,39 @@
+# Set-up and checks. `make demo` and `make test` each create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch that lies on this machine's disk; users keep their own build (pyproject: torch>=2.1).
+TORCH ?= torch==2.13.0
+SAMPLE := Speckle2SelfSlicer/Resources/SampleData/BkCurvilinearScanConvertedData.nrrd
+DEMO_OUT := demo-output
+
+.PHONY: demo test install install-test bench-speed clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	@mkdir -p $(DEMO_OUT)
+	$(BIN)/speckle2self despeckle $(SAMPLE) -o $(DEMO_OUT)/despeckled.nrrd \
+		--preview $(DEMO_OUT)/before_after.png --force
+	@echo "Despeckled volume: $(DEMO_OUT)/despeckled.nrrd"
+	@echo "Before/after figure: $(DEMO_OUT)/before_after.png"
+
+test: install-test
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT)

@@ -1,0 +1,153 @@
+"""Command line: `speckle2self despeckle | train | info`."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import frames as fr
+from .errors import Cancelled, UserError
+from .jobs import Job, Progress
+
+EXIT_USER_ERROR = 2
+
+
+def _progress_bar(job: Job, unit: str):
+    """Run a job under a tqdm progress bar (on stderr) and return its result."""
+    from tqdm import tqdm
+
+    with tqdm(desc=job.description, unit=unit, dynamic_ncols=True, leave=False) as bar:
+        def show(p: Progress) -> None:
+            bar.total = round(p.total)
+            bar.n = round(p.done)
+            bar.set_postfix_str(p.message, refresh=False)
+            bar.refresh()
+        return job.run(show)
+
+
+def grey_stack(array: np.ndarray) -> np.ndarray:
+    """All frames of an image array as one (N, H, W) float32 grey stack."""
+    layout = fr.validate(array)
+    return np.stack([fr.grey_frame(array, layout, i) for i in range(fr.frame_count(layout))])
+
+
+def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
+    if len(inputs) == 1 and not output.is_dir():
+        return [output]
+    if not output.is_dir():
+        raise UserError(f"With {len(inputs)} inputs the output {output} must be an existing folder",
+                        "create the folder or give one input")
+    return [output / p.name for p in inputs]
+
+
+def _finetune(image_array: np.ndarray, args) -> object:
+    from .training import TrainConfig, train_job
+
+    size = min(args.finetune_size, *(s // 16 * 16 for s in image_array.shape[-2:]))
+    config = TrainConfig(steps=args.finetune_steps, size=size, batch=args.batch)
+    return _progress_bar(train_job([image_array], config, init=args.weights, device=args.device), "step").model
+
+
+def cmd_despeckle(args) -> None:
+    from .image_io import read_image, write_image
+    from .inference import despeckle_job
+
+    inputs = [Path(p) for p in args.inputs]
+    outputs = _output_paths(inputs, Path(args.output))
+    for source, target in zip(inputs, outputs):
+        image = read_image(source)
+        write_image(target, image.array, like=image, force=args.force, check_only=True)
+        model = _finetune(grey_stack(image.array), args) if args.finetune_steps else None
+        job = despeckle_job(image.array, weights=args.weights, model=model, device=args.device,
+                            gamma=args.gamma, batch_size=args.batch)
+        result = _progress_bar(job, "frame")
+        write_image(target, result, like=image, force=args.force)
+        print(target)
+
+
+def cmd_train(args) -> None:
+    from .image_io import read_image
+    from .training import TrainConfig, train_job
+
+    sources = [grey_stack(read_image(Path(p)).array) for p in args.data]
+    config = TrainConfig(steps=args.steps, minutes=args.minutes, size=args.size, batch=args.batch,
+                         seed=args.seed, width=args.width, checkpoint_minutes=args.checkpoint_minutes)
+    extra = {"command": "speckle2self " + shlex.join(sys.argv[1:]),
+             "data": [Path(p).name for p in args.data]}
+    result = _progress_bar(train_job(sources, config, init=args.init, device=args.device, out=args.out,
+                                     card_extra=extra), "step")
+    print(json.dumps({k: result.card[k] for k in ("steps", "seconds", "final_loss", "sha256")}))
+
+
+def cmd_info(args) -> None:
+    from .inference import resolve_device
+    from .network import count_parameters
+    from .weights import DEFAULT_WEIGHTS, load_checkpoint, sha256
+
+    path = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+    model, card = load_checkpoint(path)
+    print(json.dumps({
+        "parameters_inference": count_parameters(model.inference_path()),
+        "parameters_training": count_parameters(model),
+        "width": model.width, "weights_path": str(path), "weights_sha256": sha256(path),
+        "device": str(resolve_device(args.device)),
+        "cumulative_steps": card.get("cumulative_steps"), "cumulative_hours": card.get("cumulative_hours"),
+    }, indent=2))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="speckle2self", description="Self-supervised ultrasound despeckling.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("despeckle", help="despeckle images, volumes or sequences")
+    d.add_argument("inputs", nargs="+", help="input files (.nrrd .nii .mha .igs.mha .seq.nrrd .png .npy ...)")
+    d.add_argument("-o", "--output", required=True, help="output file (one input) or existing folder")
+    d.add_argument("--weights", help="checkpoint (default: the shipped model)")
+    d.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
+    d.add_argument("--gamma", type=float, default=1.0, help="display gamma applied to the output (default 1.0)")
+    d.add_argument("--batch", type=int, default=4, help="frames per batch")
+    d.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on each input first")
+    d.add_argument("--finetune-size", type=int, default=256, help="fine-tuning crop size")
+    d.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    d.set_defaults(func=cmd_despeckle)
+
+    t = sub.add_parser("train", help="train or fine-tune on noisy images (no clean data)")
+    t.add_argument("data", nargs="+", help="training images, volumes or sequences")
+    t.add_argument("--out", required=True, help="checkpoint to write (a .json model card goes beside it)")
+    length = t.add_mutually_exclusive_group(required=True)
+    length.add_argument("--steps", type=int)
+    length.add_argument("--minutes", type=float)
+    t.add_argument("--size", type=int, default=256, help="training crop size (multiple of 16)")
+    t.add_argument("--batch", type=int, default=4)
+    t.add_argument("--width", type=int, default=32, help="network width (32 = paper)")
+    t.add_argument("--seed", type=int, default=777)
+    t.add_argument("--init", help="start from this checkpoint (fine-tuning, resuming)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("info", help="print model and device information as JSON")
+    i.add_argument("--weights")
+    i.add_argument("--device", default="auto")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as err:
+        print(f"speckle2self: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Cancelled:
+        print("speckle2self: cancelled; nothing was written", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("speckle2self: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,98 @@
+"""Array layouts the despeckler accepts, and the way back to the caller's layout and intensity range.
+
+Layouts: (H, W) image, (N, H, W) stack or sequence, (H, W, C) colour and (N, H, W, C) colour frames
+with C = 3 (RGB) or 4 (RGBA). Colour is despeckled as ITU-R BT.601 luminance, written back to R, G
+and B alike (ultrasound colour images are nearly always grey content); alpha is kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UserError
+from .network import DOWNSAMPLING
+
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+MIN_SIDE = DOWNSAMPLING
+"""Smallest height or width the network accepts: one bottleneck pixel."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How frames were taken from an array, to put results back."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    stacked: bool
+    colour: bool
+
+
+def _layout(array: np.ndarray) -> Layout:
+    colour = array.ndim in (3, 4) and array.shape[-1] in (3, 4)
+    if array.ndim == 2:
+        return Layout(array.shape, array.dtype, stacked=False, colour=False)
+    if array.ndim == 3:
+        return Layout(array.shape, array.dtype, stacked=not colour, colour=colour)
+    if array.ndim == 4 and colour:
+        return Layout(array.shape, array.dtype, stacked=True, colour=True)
+    raise UserError(f"Cannot despeckle an array of shape {array.shape}",
+                    "give (H, W), (N, H, W), (H, W, 3|4) or (N, H, W, 3|4); split 4-D data into frames")
+
+
+def validate(array) -> Layout:
+    """Check an input array and return its layout, or raise UserError naming the problem."""
+    if not isinstance(array, np.ndarray):
+        raise UserError(f"Expected a numpy array, got {type(array).__name__}", "convert it with numpy.asarray")
+    if array.size == 0:
+        raise UserError(f"The image is empty (shape {array.shape})", "check that the file holds pixel data")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+            or array.dtype == np.bool_):
+        raise UserError(f"Unsupported pixel type {array.dtype}", "use integer or floating-point pixels")
+    layout = _layout(array)
+    h, w = frame_shape(array, layout)
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise UserError(f"The image is {h}x{w} pixels, smaller than the network's minimum of {MIN_SIDE}x{MIN_SIDE}",
+                        "despeckle a larger image")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise UserError("The image contains NaN or infinite pixels", "replace them (e.g. numpy.nan_to_num) first")
+    return layout
+
+
+def frame_shape(array: np.ndarray, layout: Layout) -> tuple[int, int]:
+    return array.shape[1:3] if layout.stacked else array.shape[:2]
+
+
+def frame_count(layout: Layout) -> int:
+    return layout.shape[0] if layout.stacked else 1
+
+
+def grey_frame(array: np.ndarray, layout: Layout, index: int) -> np.ndarray:
+    """Frame `index` as float32 grey (luminance for colour)."""
+    frame = array[index] if layout.stacked else array
+    if layout.colour:
+        return frame[..., :3].astype(np.float32) @ LUMA
+    return frame.astype(np.float32)
+
+
+def normalise(frame: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Min-max to [0, 1]; returns the frame and its range (a constant frame maps to zeros)."""
+    lo, hi = float(frame.min()), float(frame.max())
+    return (frame - lo) / (hi - lo if hi > lo else 1.0), lo, hi
+
+
+def to_range(unit: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndarray:
+    """Map [0, 1] back to [lo, hi] in `dtype` (rounded and clipped for integers)."""
+    out = lo + unit.astype(np.float64) * (hi - lo)
+    if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+        out = np.clip(np.rint(out), lo, hi)
+    return out.astype(dtype)
+
+
+def put_frame(out: np.ndarray, layout: Layout, index: int, grey: np.ndarray) -> None:
+    """Write a grey result frame (already in the output dtype) into `out` at `index`."""
+    target = out[index] if layout.stacked else out
+    if layout.colour:
+        target[..., :3] = grey[..., None]
+    else:
+        target[...] = grey

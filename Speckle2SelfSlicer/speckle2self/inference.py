@@ -1,0 +1,92 @@
+"""Despeckling: one pass through the large-scale encoder and the shared decoder, frames in batches."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import frames as fr
+from .errors import UserError
+from .jobs import Job
+from .network import DOWNSAMPLING, InferenceNet, Speckle2SelfNet
+from .weights import DEFAULT_WEIGHTS, load_checkpoint, sha256
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' is cuda when present, else cpu; asking for cuda without one is a user error."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("No CUDA GPU is available to this torch build", "use --device cpu or auto")
+    if name.split(":")[0] not in ("cpu", "cuda"):
+        raise UserError(f"Unknown device {name!r}", "use auto, cpu or cuda")
+    return torch.device(name)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_model(path: str, digest: str, device: str) -> InferenceNet:
+    model, _ = load_checkpoint(Path(path))
+    return model.inference_path().to(device).eval()
+
+
+def inference_model(weights: Path | str | None = None, device: str | torch.device = "auto") -> InferenceNet:
+    """The inference path of a checkpoint (default: the shipped model), cached per file and device."""
+    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise UserError(f"Weights file {path} not found", "check --weights or reinstall the package")
+    return _cached_model(str(path.resolve()), sha256(path), str(resolve_device(device)))
+
+
+def _as_inference(model: InferenceNet | Speckle2SelfNet) -> InferenceNet:
+    return model.inference_path() if isinstance(model, Speckle2SelfNet) else model
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING) -> torch.Tensor:
+    """Replicate-pad the bottom and right edges of (B, C, H, W) to a multiple of `multiple`."""
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, -w % multiple, 0, -h % multiple), mode="replicate")
+
+
+def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
+                  model: InferenceNet | Speckle2SelfNet | None = None, device: str | torch.device = "auto",
+                  gamma: float = 1.0, batch_size: int = 4) -> Job[np.ndarray]:
+    """A job that despeckles `array` (see `frames` for layouts) and returns a new array of the same
+    shape, dtype and per-frame intensity range. The input is never modified."""
+    layout = fr.validate(array)
+    if not gamma > 0:
+        raise UserError(f"Gamma must be positive, got {gamma}", "use e.g. --gamma 1.0")
+    if batch_size < 1:
+        raise UserError(f"Batch size must be at least 1, got {batch_size}", "use e.g. 4")
+    dev = resolve_device(device)
+    net = (_as_inference(model).to(dev).eval() if model is not None else inference_model(weights, dev))
+    h, w = fr.frame_shape(array, layout)
+    total = fr.frame_count(layout)
+
+    def work(job: Job):
+        out = array.copy() if layout.colour else np.empty_like(array)
+        yield job.progress(0, total, "despeckling")
+        for start in range(0, total, batch_size):
+            job.check()
+            indices = range(start, min(start + batch_size, total))
+            normalised = [fr.normalise(fr.grey_frame(array, layout, i)) for i in indices]
+            batch = torch.from_numpy(np.stack([n[0] for n in normalised])[:, None]).to(dev)
+            with torch.inference_mode():
+                result = net(pad_to_multiple(batch))[:, 0, :h, :w]
+            if gamma != 1.0:
+                result = result.pow(gamma)
+            result = result.float().cpu().numpy()
+            for i, unit, (_, lo, hi) in zip(indices, result, normalised):
+                fr.put_frame(out, layout, i, fr.to_range(unit, lo, hi, array.dtype))
+            yield job.progress(indices[-1] + 1, total, f"frame {indices[-1] + 1}/{total}")
+        return out
+
+    return Job(work, "despeckling")
+
+
+def despeckle(array: np.ndarray, **options) -> np.ndarray:
+    """Despeckle an image, stack or sequence; options as for `despeckle_job`."""
+    return despeckle_job(array, **options).run()

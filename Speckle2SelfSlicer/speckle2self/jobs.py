@@ -1,0 +1,88 @@
+"""Long work (inference over frames, training) as one job: iterate it for progress, cancel it any time."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Generator, Generic, Iterator, TypeVar
+
+from .errors import Cancelled
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a job is: `done` of `total` units (frames, steps or seconds)."""
+
+    done: float
+    total: float
+    elapsed: float
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Linear estimate of the time remaining; None before the first unit is done."""
+        if self.done <= 0 or not self.total:
+            return None
+        return max(0.0, self.elapsed * (self.total - self.done) / self.done)
+
+
+class Job(Generic[T]):
+    """Wraps a generator `work(job)` that yields Progress and returns the result.
+
+    Drive it with `run()` (blocking, optional callback), `for progress in job`, or `step()` from a
+    GUI timer. `cancel()` makes the next `job.check()` inside the work raise `Cancelled`; work must
+    clean up what it created before the exception leaves it.
+    """
+
+    def __init__(self, work: Callable[["Job[T]"], Generator[Progress, None, T]], description: str = ""):
+        self.description = description
+        self.cancelled = False
+        self.finished = False
+        self.result: T | None = None
+        self.last: Progress | None = None
+        self._work = work
+        self._iterator: Iterator[Progress] | None = None
+        self._start = 0.0
+
+    def __iter__(self) -> Iterator[Progress]:
+        if self._iterator is None:
+            self._iterator = self._drive()
+        return self._iterator
+
+    def _drive(self) -> Generator[Progress, None, None]:
+        self._start = time.perf_counter()
+        self.result = yield from self._work(self)
+        self.finished = True
+
+    def progress(self, done: float, total: float, message: str = "") -> Progress:
+        """Make (and remember) a Progress stamped with the time since the job started."""
+        self.last = Progress(done, total, time.perf_counter() - self._start, message)
+        return self.last
+
+    def check(self) -> None:
+        """Raise Cancelled if the user asked to stop."""
+        if self.cancelled:
+            raise Cancelled(f"{self.description or 'job'} cancelled")
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def step(self) -> bool:
+        """Advance one unit; False once the job has finished (result is then set)."""
+        try:
+            next(iter(self))
+            return True
+        except StopIteration:
+            return False
+
+    def run(self, on_progress: Callable[[Progress], None] | None = None) -> T:
+        """Run to the end and return the result."""
+        for p in self:
+            if on_progress is not None:
+                on_progress(p)
+        return self.result  # type: ignore[return-value]

@@ -1,0 +1,97 @@
+"""The Speckle2Self network: three scale-specific encoders and one shared decoder (no skips).
+
+Layers are MONAI `Convolution` blocks (conv, InstanceNorm without affine, ReLU) which express the
+paper's layers exactly; a faithful build at width 32 has 1,955,520 parameters per encoder and
+1,955,265 in the decoder.
+"""
+from __future__ import annotations
+
+import torch
+from monai.networks.blocks import Convolution
+from torch import nn
+
+SCALES = (0.25, 0.5, 1.0)
+"""Multi-scale perturbation factors, small to large; 1.0 is the image itself."""
+DOWNSAMPLING = 16
+"""Total stride of an encoder: inputs are padded to a multiple of this."""
+
+
+def _conv(cin: int, cout: int, stride: int = 1, act: bool = True, transposed: bool = False) -> Convolution:
+    return Convolution(
+        spatial_dims=2, in_channels=cin, out_channels=cout, strides=stride, kernel_size=3,
+        act="RELU" if act else None, norm="INSTANCE", is_transposed=transposed, padding=1,
+        output_padding=1 if transposed else None,
+    )
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with InstanceNorm, ReLU between, identity shortcut."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(_conv(channels, channels), _conv(channels, channels, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _widths(width: int) -> list[int]:
+    return [width, 2 * width, 4 * width, 8 * width]
+
+
+class Encoder(nn.Sequential):
+    """Four levels of stride-2 convolution + InstanceNorm + ReLU + residual block."""
+
+    def __init__(self, width: int = 32, in_channels: int = 1):
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for cout in _widths(width):
+            layers += [_conv(cin, cout, stride=2), ResidualBlock(cout)]
+            cin = cout
+        super().__init__(*layers)
+
+
+class Decoder(nn.Sequential):
+    """Residual block at the bottleneck, then four stride-2 transposed convolutions back to one channel."""
+
+    def __init__(self, width: int = 32, out_channels: int = 1):
+        widths = _widths(width)[::-1]
+        layers: list[nn.Module] = [ResidualBlock(widths[0])]
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [_conv(cin, cout, stride=2, transposed=True), ResidualBlock(cout)]
+        layers.append(_conv(widths[-1], out_channels, stride=2, transposed=True))
+        super().__init__(*layers)
+
+
+class Speckle2SelfNet(nn.Module):
+    """Training model: one encoder per perturbation scale, one shared decoder."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.width = width
+        self.encoders = nn.ModuleList(Encoder(width) for _ in SCALES)
+        self.decoder = Decoder(width)
+
+    def forward(self, perturbed: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Decode each scale's perturbed image from its own encoder."""
+        return [self.decoder(encoder(x)) for encoder, x in zip(self.encoders, perturbed)]
+
+    def inference_path(self) -> "InferenceNet":
+        """The large-scale encoder and the decoder, sharing this model's parameters."""
+        return InferenceNet(self.encoders[-1], self.decoder)
+
+
+class InferenceNet(nn.Module):
+    """What despeckling runs: large-scale encoder then decoder, output clamped to [0, 1]."""
+
+    def __init__(self, encoder: Encoder, decoder: Decoder):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x)).clamp(0.0, 1.0)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

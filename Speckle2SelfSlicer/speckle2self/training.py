@@ -1,0 +1,191 @@
+"""Self-supervised training and fine-tuning: MSP, augmentation, reconstruction + consistency loss."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import frames as fr
+from .augment import augment_together, augmentation
+from .errors import UserError
+from .inference import resolve_device
+from .jobs import Job
+from .losses import LossWeights, speckle2self_loss
+from .network import Speckle2SelfNet
+from .perturbation import perturb
+from .weights import load_checkpoint, save_checkpoint, sha256
+
+
+@dataclass
+class TrainConfig:
+    """Training options; defaults are the released recipe except batch and size (CPU budget)."""
+
+    steps: int | None = None
+    minutes: float | None = None
+    size: int = 256
+    batch: int = 4
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    seed: int = 777
+    width: int = 32
+    augment: bool = True
+    loss: LossWeights = field(default_factory=LossWeights)
+    checkpoint_minutes: float = 10.0
+
+    def validate(self) -> None:
+        if (self.steps is None) == (self.minutes is None):
+            raise UserError("Give exactly one of steps or minutes", "e.g. --steps 200 or --minutes 30")
+        if (self.steps is not None and self.steps < 1) or (self.minutes is not None and self.minutes <= 0):
+            raise UserError("The training length must be positive", "e.g. --steps 200 or --minutes 30")
+        if self.size < fr.MIN_SIDE or self.size % 16:
+            raise UserError(f"Training size {self.size} must be a multiple of 16, at least 16", "e.g. --size 256")
+        if self.batch < 1:
+            raise UserError(f"Batch size must be at least 1, got {self.batch}", "e.g. --batch 4")
+
+
+@dataclass
+class TrainResult:
+    model: Speckle2SelfNet
+    card: dict
+    history: list[tuple[int, float, float]]
+    """(step, seconds, total loss) for every step."""
+
+
+class CropSampler:
+    """Native-resolution square crops: a source uniformly, then one of its frames, then a position."""
+
+    def __init__(self, sources: Sequence[np.ndarray], size: int, rng: np.random.Generator):
+        self.size, self.rng = size, rng
+        self.sources = [[self._prepare(f) for f in (s if s.ndim == 3 else s[None])] for s in sources]
+
+    def _prepare(self, frame: np.ndarray) -> np.ndarray:
+        unit, _, _ = fr.normalise(frame.astype(np.float32))
+        h, w = unit.shape
+        pad = ((0, max(0, self.size - h)), (0, max(0, self.size - w)))
+        return np.pad(unit, pad, mode="symmetric")
+
+    def crop(self, tries: int = 10) -> np.ndarray:
+        """A crop, avoiding flat ones (outside the imaging sector) when possible."""
+        for _ in range(tries):
+            source = self.sources[self.rng.integers(len(self.sources))]
+            frame = source[self.rng.integers(len(source))]
+            top = self.rng.integers(frame.shape[0] - self.size + 1)
+            left = self.rng.integers(frame.shape[1] - self.size + 1)
+            crop = frame[top:top + self.size, left:left + self.size]
+            if crop.std() > 0.02:
+                break
+        return crop
+
+    def batch(self, n: int) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.crop() for _ in range(n)])[:, None].copy())
+
+
+def _check_sources(sources: Sequence[np.ndarray]) -> list[np.ndarray]:
+    if not len(sources):
+        raise UserError("No training images were given", "pass at least one image, volume or sequence")
+    checked = []
+    for s in sources:
+        s = np.asarray(s)
+        if s.ndim not in (2, 3) or min(s.shape[-2:]) < fr.MIN_SIDE:
+            raise UserError(f"Training data of shape {s.shape} is not a grey image or stack of frames",
+                            "give (H, W) or (N, H, W) arrays of at least 16x16")
+        if not np.isfinite(s).all():
+            raise UserError("Training data contains NaN or infinite pixels", "replace them first")
+        checked.append(s)
+    return checked
+
+
+def _initial_model(init, width: int) -> tuple[Speckle2SelfNet, dict]:
+    if init is None:
+        return Speckle2SelfNet(width), {}
+    if isinstance(init, Speckle2SelfNet):
+        return init, {}
+    model, card = load_checkpoint(init)
+    return model, {**card, "init_sha256": sha256(Path(init)), "init_file": Path(init).name}
+
+
+def _machine(device: torch.device) -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+
+
+def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, init=None,
+              device: str | torch.device = "auto", out: Path | str | None = None,
+              card_extra: dict | None = None) -> Job[TrainResult]:
+    """A job that trains (or, with `init`, fine-tunes) Speckle2Self on noisy frames only.
+
+    `sources`: grey (H, W) images or (N, H, W) stacks, any intensity range. With `out`, the model and
+    its card are saved every `checkpoint_minutes` and at the end; on cancel nothing more is written.
+    """
+    config = config or TrainConfig()
+    config.validate()
+    sources = _check_sources(sources)
+    dev = resolve_device(device)
+    model, init_card = _initial_model(init, config.width)
+    model = model.to(dev).train()
+
+    def work(job: Job):
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        sampler = CropSampler(sources, config.size, rng)
+        transform = augmentation(config.size, config.seed)
+        optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+        history: list[tuple[int, float, float]] = []
+        total = config.steps if config.steps is not None else config.minutes * 60
+        start = last_save = time.perf_counter()
+        step = 0
+
+        def card() -> dict:
+            seconds = time.perf_counter() - start
+            return {**(card_extra or {}),
+                    "config": {k: v for k, v in asdict(config).items() if k != "checkpoint_minutes"},
+                    "steps": step, "seconds": round(seconds, 1),
+                    "cumulative_steps": init_card.get("cumulative_steps", 0) + step,
+                    "cumulative_hours": round(init_card.get("cumulative_hours", 0.0) + seconds / 3600, 4),
+                    "init_sha256": init_card.get("init_sha256") if init is not None else None,
+                    "final_loss": history[-1][2] if history else None,
+                    "machine": _machine(dev), "created": datetime.datetime.now().isoformat(timespec="seconds"),
+                    "frames": sum(len(s) for s in sampler.sources)}
+
+        yield job.progress(0, total, "training")
+        while True:
+            elapsed = time.perf_counter() - start
+            if (config.steps is not None and step >= config.steps) or \
+                    (config.minutes is not None and elapsed >= config.minutes * 60):
+                break
+            job.check()
+            perturbed = perturb(sampler.batch(config.batch).to(dev))
+            if config.augment:
+                per_sample = [augment_together(transform, [p[b] for p in perturbed]) for b in range(config.batch)]
+                perturbed = [torch.stack([s[k] for s in per_sample]) for k in range(len(perturbed))]
+            losses = speckle2self_loss(model(perturbed), perturbed, config.loss)
+            optimiser.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimiser.step()
+            step += 1
+            now = time.perf_counter()
+            history.append((step, now - start, float(losses["total"].detach())))
+            if out is not None and now - last_save >= config.checkpoint_minutes * 60:
+                save_checkpoint(model, Path(out), card())
+                last_save = now
+            done = step if config.steps is not None else now - start
+            yield job.progress(done, total, f"step {step} loss {history[-1][2]:.4f}")
+        model.eval()
+        final = save_checkpoint(model, Path(out), card()) if out is not None else card()
+        return TrainResult(model, final, history)
+
+    return Job(work, "training")
+
+
+def train(sources: Sequence[np.ndarray], config: TrainConfig | None = None, **options) -> TrainResult:
+    """Train or fine-tune and return the result; options as for `train_job`."""
+    return train_job(sources, config, **options).run()

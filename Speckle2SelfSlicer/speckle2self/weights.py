@@ -1,0 +1,112 @@
+"""Checkpoints: save with a model card beside them, load safely (weights_only, sha256 checked)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import UserError
+from .network import Speckle2SelfNet
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "models" / "speckle2self_default.pt"
+FORMAT = "speckle2self-checkpoint"
+
+
+def card_path(weights: Path) -> Path:
+    """The model card (JSON) that sits beside a weights file."""
+    return Path(weights).with_suffix(".json")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the source tree, when it is a checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{commit}"
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(model: Speckle2SelfNet, path: Path, card: dict, half: bool = True) -> dict:
+    """Write the full training model (all three encoders, for fine-tuning) and its card; return the card."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"Output folder {path.parent} does not exist", "create it or choose another --out")
+    dtype = torch.float16 if half else torch.float32
+    state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
+    checkpoint = {"format": FORMAT, "width": model.width, "state_dict": state,
+                  "config": json.dumps(card.get("config", {})), "code_version": code_version()}
+    _atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+    card = {**card, "width": model.width, "code_version": checkpoint["code_version"],
+            "weights_file": path.name, "sha256": sha256(path)}
+    _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+    return card
+
+
+def read_card(weights: Path) -> dict:
+    """The model card beside `weights`, or {} when there is none."""
+    card = card_path(weights)
+    if not card.is_file():
+        return {}
+    try:
+        return json.loads(card.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"Model card {card} is unreadable ({err})", "restore it or delete it") from None
+
+
+def load_checkpoint(weights: Path | str | None = None) -> tuple[Speckle2SelfNet, dict]:
+    """Load a checkpoint into a float32 model on the CPU; return it with its model card.
+
+    The shipped default must match the sha256 in its card; any other file is checked when it has one.
+    """
+    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise UserError(f"Weights file {path} not found", "check --weights or reinstall the package")
+    card = read_card(path)
+    if path == DEFAULT_WEIGHTS and "sha256" not in card:
+        raise UserError(f"Model card {card_path(path)} is missing", "reinstall the package")
+    if "sha256" in card and sha256(path) != card["sha256"]:
+        raise UserError(f"Weights file {path} does not match the sha256 in its model card",
+                        "the file is damaged or was replaced; restore it or retrain")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for damaged or unsafe files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"Cannot load weights {path} ({first[:160]})",
+                        "use a checkpoint written by `speckle2self train`") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise UserError(f"{path} is not a Speckle2Self checkpoint",
+                        "use a checkpoint written by `speckle2self train`")
+    model = Speckle2SelfNet(width=int(checkpoint["width"]))
+    try:
+        model.load_state_dict({k: v.float() for k, v in checkpoint["state_dict"].items()})
+    except RuntimeError:
+        raise UserError(f"Weights {path} do not fit the Speckle2Self network of width {model.width}",
+                        "use a checkpoint written by `speckle2self train`") from None
+    return model, card
