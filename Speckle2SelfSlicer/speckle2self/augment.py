@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from monai.transforms import Compose, RandAffine, RandFlip
 
@@ -22,7 +21,5 @@ def augmentation(size: int, seed: int) -> Compose:
 
 def augment_together(transform: Compose, perturbed: list[torch.Tensor]) -> list[torch.Tensor]:
     """Apply one random draw of `transform` to every scale's (1, H, W) image at once."""
-    stacked = torch.cat(perturbed, dim=0)
-    out = transform(stacked)
-    out = torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out)
-    return [o.unsqueeze(0).clamp(0.0, 1.0) for o in out.as_subclass(torch.Tensor)]
+    out = torch.as_tensor(transform(torch.cat(perturbed, dim=0))).as_subclass(torch.Tensor)
+    return [o.unsqueeze(0).clamp(0.0, 1.0) for o in out]

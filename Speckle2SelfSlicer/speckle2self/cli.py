@@ -55,8 +55,11 @@ def _finetune(image_array: np.ndarray, args) -> object:
 def cmd_despeckle(args) -> None:
     from .image_io import read_image, write_image
     from .inference import despeckle_job
+    from .preview import side_by_side
 
     inputs = [Path(p) for p in args.inputs]
+    if args.preview and len(inputs) > 1:
+        raise UserError("--preview takes one input", "run once per input")
     outputs = _output_paths(inputs, Path(args.output))
     for source, target in zip(inputs, outputs):
         image = read_image(source)
@@ -67,6 +70,9 @@ def cmd_despeckle(args) -> None:
         result = _progress_bar(job, "frame")
         write_image(target, result, like=image, force=args.force)
         print(target)
+        if args.preview:
+            write_image(Path(args.preview), side_by_side(image.array, result), force=args.force)
+            print(args.preview)
 
 
 def cmd_train(args) -> None:
@@ -112,6 +118,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=int, default=4, help="frames per batch")
     d.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on each input first")
     d.add_argument("--finetune-size", type=int, default=256, help="fine-tuning crop size")
+    d.add_argument("--preview", help="also write a before/after PNG of the middle frame (one input)")
     d.add_argument("--force", action="store_true", help="overwrite existing outputs")
     d.set_defaults(func=cmd_despeckle)
 

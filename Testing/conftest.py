@@ -1,0 +1,39 @@
+"""Shared fixtures: the bundled sample, the shared data folder, a tiny random checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "Speckle2SelfSlicer" / "Resources" / "SampleData" / "BkCurvilinearScanConvertedData.nrrd"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_array() -> np.ndarray:
+    """The bundled real B-mode image, (400, 600) uint8."""
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE)))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent (it is not part of the repository)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A random width-8 checkpoint with its card: fast stand-in where the weights do not matter."""
+    import torch
+
+    from speckle2self.network import Speckle2SelfNet
+    from speckle2self.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_checkpoint(Speckle2SelfNet(width=8), path, {"config": {"width": 8}})
+    return path

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from speckle2self.errors import Cancelled, UserError
+from speckle2self.inference import despeckle, despeckle_job, resolve_device
+
+
+@pytest.mark.parametrize("shape", [(257, 301), (3, 257, 301), (40, 33)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+def test_any_size_keeps_shape_dtype_and_range(tiny_weights, shape, dtype):
+    rng = np.random.default_rng(0)
+    image = (rng.random(shape) * 200 - (50 if dtype == np.int16 else 0)).astype(dtype)
+    before = image.copy()
+    out = despeckle(image, weights=tiny_weights)
+    assert out.shape == image.shape and out.dtype == image.dtype
+    frames = out.reshape((-1,) + shape[-2:])
+    for o, i in zip(frames, image.reshape(frames.shape)):
+        assert i.min() <= o.min() and o.max() <= i.max()
+    np.testing.assert_array_equal(image, before)  # input untouched
+
+
+def test_stack_frames_are_despeckled_independently(tiny_weights, sample_array):
+    frame = sample_array[:128, 200:392]
+    stack = np.stack([frame, frame[::-1], frame])
+    out = despeckle(stack, weights=tiny_weights, batch_size=2)
+    # Batching changes float rounding only: within one grey level of the frame alone.
+    single = despeckle(frame, weights=tiny_weights).astype(int)
+    assert np.abs(out[0].astype(int) - single).max() <= 1
+    assert np.abs(out[0].astype(int) - out[2]).max() <= 1
+
+
+def test_colour_is_luminance_on_rgb_with_alpha_kept(tiny_weights, sample_array):
+    grey = sample_array[:96, :96]
+    rgba = np.stack([grey, grey, grey, np.full_like(grey, 200)], axis=-1)
+    out = despeckle(rgba, weights=tiny_weights)
+    assert out.shape == rgba.shape
+    np.testing.assert_array_equal(out[..., 0], out[..., 1])
+    np.testing.assert_array_equal(out[..., 3], 200)
+    # Luminance of grey RGB equals the grey up to float rounding: within one grey level.
+    assert np.abs(out[..., 0].astype(int) - despeckle(grey, weights=tiny_weights)).max() <= 1
+
+
+def test_deterministic_and_gamma_darkens(tiny_weights, sample_array):
+    image = sample_array[:160, :160].astype(np.float32)
+    a = despeckle(image, weights=tiny_weights)
+    np.testing.assert_array_equal(a, despeckle(image, weights=tiny_weights))
+    darker = despeckle(image, weights=tiny_weights, gamma=2.0)
+    assert darker.mean() < a.mean()
+
+
+def test_constant_image_is_returned_unchanged(tiny_weights):
+    image = np.full((64, 64), 7, dtype=np.uint16)
+    np.testing.assert_array_equal(despeckle(image, weights=tiny_weights), image)
+
+
+def test_progress_covers_every_frame_and_cancel_stops(tiny_weights):
+    stack = np.random.default_rng(1).random((5, 32, 32)).astype(np.float32)
+    job = despeckle_job(stack, weights=tiny_weights, batch_size=2)
+    seen = [p.done for p in job]
+    assert seen == [0, 2, 4, 5] and job.result.shape == stack.shape
+    job = despeckle_job(stack, weights=tiny_weights, batch_size=1)
+    assert job.step() and job.step()
+    job.cancel()
+    with pytest.raises(Cancelled):
+        job.step()
+
+
+@pytest.mark.parametrize("array, words", [
+    (np.zeros((0, 10)), "empty"),
+    (np.full((32, 32), np.nan, np.float32), "NaN"),
+    (np.zeros((2, 3, 32, 32)), "shape"),
+    (np.zeros((8, 8)), "minimum"),
+    (np.zeros((32, 32), dtype=complex), "pixel type"),
+])
+def test_bad_arrays_raise_one_line_user_errors(tiny_weights, array, words):
+    with pytest.raises(UserError, match=words) as err:
+        despeckle(array, weights=tiny_weights)
+    assert "\n" not in str(err.value)
+
+
+def test_device_choice():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(UserError):
+        resolve_device("tpu")
