@@ -82,7 +82,7 @@ def cmd_train(args) -> None:
     sources = [grey_stack(read_image(Path(p)).array) for p in args.data]
     config = TrainConfig(steps=args.steps, minutes=args.minutes, size=args.size, batch=args.batch,
                          seed=args.seed, width=args.width, checkpoint_minutes=args.checkpoint_minutes)
-    extra = {"command": "speckle2self " + shlex.join(sys.argv[1:]),
+    extra = {"command": "speckle2self " + shlex.join(args.argv),
              "data": [Path(p).name for p in args.data]}
     result = _progress_bar(train_job(sources, config, init=args.init, device=args.device, out=args.out,
                                      card_extra=extra), "step")
@@ -145,7 +145,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    args.argv = argv
     try:
         args.func(args)
     except UserError as err:

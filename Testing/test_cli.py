@@ -1,0 +1,111 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import SAMPLE
+from speckle2self.cli import main
+
+
+def _read(path):
+    image = sitk.ReadImage(str(path))
+    return image, sitk.GetArrayFromImage(image)
+
+
+def test_despeckle_end_to_end_on_the_bundled_sample(tmp_path, tiny_weights, capsys):
+    out, preview = tmp_path / "out.nrrd", tmp_path / "before_after.png"
+    assert main(["despeckle", str(SAMPLE), "-o", str(out), "--weights", str(tiny_weights),
+                 "--preview", str(preview)]) == 0
+    assert capsys.readouterr().out.split() == [str(out), str(preview)]
+    source, before = _read(SAMPLE)
+    result, after = _read(out)
+    assert after.shape == before.shape and after.dtype == before.dtype
+    assert result.GetSpacing() == source.GetSpacing() and result.GetOrigin() == source.GetOrigin()
+    assert not np.array_equal(after, before)
+    assert _read(preview)[1].shape == (before.shape[0], 2 * before.shape[1] + 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["before_after.png", "out.nrrd"]
+
+
+def test_several_inputs_go_to_a_folder_and_outputs_are_not_overwritten(tmp_path, tiny_weights, capsys):
+    a, b = tmp_path / "a.nrrd", tmp_path / "b.mha"
+    image = sitk.ReadImage(str(SAMPLE))[:128, :96]
+    sitk.WriteImage(image, str(a))
+    sitk.WriteImage(image, str(b))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    args = ["despeckle", str(a), str(b), "-o", str(folder), "--weights", str(tiny_weights)]
+    assert main(args) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["a.nrrd", "b.mha"]
+    stamp = (folder / "a.nrrd").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err and (folder / "a.nrrd").stat().st_mtime_ns == stamp
+    assert main(args + ["--force"]) == 0
+
+
+def test_despeckle_with_fine_tuning_first(tmp_path, tiny_weights):
+    small = tmp_path / "small.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(SAMPLE))[:96, :80], str(small))
+    out = tmp_path / "out.nrrd"
+    assert main(["despeckle", str(small), "-o", str(out), "--weights", str(tiny_weights),
+                 "--finetune-steps", "2", "--finetune-size", "64"]) == 0
+    assert _read(out)[1].shape == (80, 96)
+
+
+def test_train_and_info(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    assert main(["train", str(SAMPLE), "--out", str(weights), "--steps", "2", "--size", "32",
+                 "--width", "8", "--batch", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 2
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["command"].startswith("speckle2self train") and card["data"] == [SAMPLE.name]
+    assert main(["info", "--weights", str(weights)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["weights_sha256"] == card["sha256"] and info["device"] in ("cpu", "cuda")
+
+
+def test_info_reports_the_paper_parameter_counts(capsys):
+    assert main(["info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["parameters_inference"], info["parameters_training"]) == (3_910_785, 7_821_825)
+
+
+def _mistakes(tmp):
+    text = tmp / "notes.nrrd"
+    text.write_text("this is not an image\n")
+    empty = tmp / "empty.npy"
+    np.save(empty, np.zeros((0, 5), np.float32))
+    nan = tmp / "nan.npy"
+    np.save(nan, np.full((32, 32), np.nan, np.float32))
+    four = tmp / "four.npy"
+    np.save(four, np.zeros((2, 2, 32, 32), np.float32))
+    exists = tmp / "exists.nrrd"
+    exists.write_bytes(b"precious")
+    return {
+        "missing": [str(tmp / "missing.nrrd"), "-o", str(tmp / "o1.nrrd")],
+        "non-image": [str(text), "-o", str(tmp / "o2.nrrd")],
+        "empty": [str(empty), "-o", str(tmp / "o3.npy")],
+        "nan": [str(nan), "-o", str(tmp / "o4.npy")],
+        "4-D": [str(four), "-o", str(tmp / "o5.npy")],
+        "output exists": [str(SAMPLE), "-o", str(exists)],
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "non-image", "empty", "nan", "4-D", "output exists"])
+def test_user_mistakes_exit_2_with_one_line(tmp_path, tiny_weights, capsys, case):
+    args = _mistakes(tmp_path)[case]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert main(["despeckle", *args, "--weights", str(tiny_weights)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("speckle2self: error: ") and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written or changed
+
+
+def test_console_script_exit_status_without_traceback(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "speckle2self", "despeckle", str(tmp_path / "nope.nrrd"),
+                          "-o", str(tmp_path / "o.nrrd")], capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and run.stderr.count("\n") == 1
