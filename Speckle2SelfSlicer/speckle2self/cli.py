@@ -1,4 +1,4 @@
-"""Command line: `speckle2self despeckle | train | info`."""
+"""Command line: `speckle2self despeckle | train | evaluate | info`."""
 from __future__ import annotations
 
 import argparse
@@ -105,6 +105,13 @@ def cmd_info(args) -> None:
     }, indent=2))
 
 
+def cmd_evaluate(args) -> None:
+    from .evaluation import evaluate_file, markdown_table
+
+    rows = [evaluate_file(Path(p), weights=args.weights, device=args.device) for p in args.inputs]
+    print(json.dumps(rows, indent=2) if args.json else markdown_table(rows))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="speckle2self", description="Self-supervised ultrasound despeckling.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -136,6 +143,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto")
     t.add_argument("--checkpoint-minutes", type=float, default=10.0)
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="GLCM homogeneity before/after and time per frame, per file")
+    e.add_argument("inputs", nargs="+")
+    e.add_argument("--weights")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="print model and device information as JSON")
     i.add_argument("--weights")
