@@ -7,8 +7,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from . import frames as fr
 from .errors import Cancelled, UserError
 from .jobs import Job, Progress
@@ -27,12 +25,6 @@ def _progress_bar(job: Job, unit: str):
             bar.set_postfix_str(p.message, refresh=False)
             bar.refresh()
         return job.run(show)
-
-
-def grey_stack(array: np.ndarray) -> np.ndarray:
-    """All frames of an image array as one (N, H, W) float32 grey stack."""
-    layout = fr.validate(array)
-    return np.stack([fr.grey_frame(array, layout, i) for i in range(fr.frame_count(layout))])
 
 
 def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
@@ -64,7 +56,7 @@ def cmd_despeckle(args) -> None:
     for source, target in zip(inputs, outputs):
         image = read_image(source)
         write_image(target, image.array, like=image, force=args.force, check_only=True)
-        model = _finetune(grey_stack(image.array), args) if args.finetune_steps else None
+        model = _finetune(fr.grey_stack(image.array), args) if args.finetune_steps else None
         job = despeckle_job(image.array, weights=args.weights, model=model, device=args.device,
                             gamma=args.gamma, batch_size=args.batch)
         result = _progress_bar(job, "frame")
@@ -79,7 +71,7 @@ def cmd_train(args) -> None:
     from .image_io import read_image
     from .training import TrainConfig, train_job
 
-    sources = [grey_stack(read_image(Path(p)).array) for p in args.data]
+    sources = [fr.grey_stack(read_image(Path(p)).array) for p in args.data]
     config = TrainConfig(steps=args.steps, minutes=args.minutes, size=args.size, batch=args.batch,
                          seed=args.seed, width=args.width, checkpoint_minutes=args.checkpoint_minutes)
     extra = {"command": "speckle2self " + shlex.join(args.argv),

@@ -96,3 +96,9 @@ def put_frame(out: np.ndarray, layout: Layout, index: int, grey: np.ndarray) -> 
         target[..., :3] = grey[..., None]
     else:
         target[...] = grey
+
+
+def grey_stack(array: np.ndarray) -> np.ndarray:
+    """All frames of an image array as one (N, H, W) float32 grey stack."""
+    layout = validate(array)
+    return np.stack([grey_frame(array, layout, i) for i in range(frame_count(layout))])

@@ -59,9 +59,11 @@ class Job(Generic[T]):
         self.result = yield from self._work(self)
         self.finished = True
 
-    def progress(self, done: float, total: float, message: str = "") -> Progress:
-        """Make (and remember) a Progress stamped with the time since the job started."""
-        self.last = Progress(done, total, time.perf_counter() - self._start, message)
+    def progress(self, done: float, total: float, message: str = "", since: float | None = None) -> Progress:
+        """Make (and remember) a Progress timed from `since` (a perf_counter value; default: the job's start),
+        so that a job made of phases can estimate the time left of the current one."""
+        start = self._start if since is None else since
+        self.last = Progress(done, total, time.perf_counter() - start, message)
         return self.last
 
     def check(self) -> None:

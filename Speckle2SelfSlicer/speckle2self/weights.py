@@ -8,11 +8,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import UserError
-from .network import Speckle2SelfNet
+
+if TYPE_CHECKING:  # torch is imported on use, so cards can be read and deleted without it
+    from .network import Speckle2SelfNet
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "models" / "speckle2self_default.pt"
 FORMAT = "speckle2self-checkpoint"
@@ -54,8 +56,10 @@ def _atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
-def save_checkpoint(model: Speckle2SelfNet, path: Path, card: dict, half: bool = True) -> dict:
+def save_checkpoint(model: "Speckle2SelfNet", path: Path, card: dict, half: bool = True) -> dict:
     """Write the full training model (all three encoders, for fine-tuning) and its card; return the card."""
+    import torch
+
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"Output folder {path.parent} does not exist", "create it or choose another --out")
@@ -81,11 +85,15 @@ def read_card(weights: Path) -> dict:
         raise UserError(f"Model card {card} is unreadable ({err})", "restore it or delete it") from None
 
 
-def load_checkpoint(weights: Path | str | None = None) -> tuple[Speckle2SelfNet, dict]:
+def load_checkpoint(weights: Path | str | None = None) -> tuple["Speckle2SelfNet", dict]:
     """Load a checkpoint into a float32 model on the CPU; return it with its model card.
 
     The shipped default must match the sha256 in its card; any other file is checked when it has one.
     """
+    import torch
+
+    from .network import Speckle2SelfNet
+
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         raise UserError(f"Weights file {path} not found", "check --weights or reinstall the package")

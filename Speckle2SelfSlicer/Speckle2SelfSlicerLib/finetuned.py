@@ -1,0 +1,75 @@
+"""Fine-tuned models kept on disk for reuse: where they live, naming, listing and deleting them."""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS_DIR_VARIABLE = "SPECKLE2SELF_MODELS_DIR"
+
+
+def default_models_dir() -> Path:
+    """$SPECKLE2SELF_MODELS_DIR, else Speckle2Self/fine-tuned in the user's application data folder."""
+    if os.environ.get(MODELS_DIR_VARIABLE):
+        return Path(os.environ[MODELS_DIR_VARIABLE]).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "Speckle2Self" / "fine-tuned"
+
+
+@dataclass(frozen=True)
+class FinetunedModel:
+    """A fine-tuned checkpoint and its model card."""
+
+    path: Path
+    card: dict
+
+    def describe(self) -> str:
+        """One line for a list shown to the user."""
+        details = [self.card.get("source"), self.card.get("steps") and f"{self.card['steps']} steps",
+                   self.card.get("created")]
+        return f"{self.path.name} ({', '.join(str(d) for d in details if d)})"
+
+
+def new_model_path(folder: Path, source_name: str) -> Path:
+    """A new, unused checkpoint path in `folder` (created if needed), named after the data it was tuned on."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9.-]+", "_", source_name).strip("._") or "model"
+    stem = f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    path, number = folder / f"{stem}.pt", 1
+    while path.exists():
+        number += 1
+        path = folder / f"{stem}-{number}.pt"
+    return path
+
+
+def list_finetuned_models(folder: Path) -> list[FinetunedModel]:
+    """The checkpoints in `folder`, newest first (an unreadable card is shown as empty)."""
+    from speckle2self.errors import UserError
+    from speckle2self.weights import read_card
+
+    def card(path: Path) -> dict:
+        try:
+            return read_card(path)
+        except UserError:
+            return {}
+
+    paths = sorted(Path(folder).glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return [FinetunedModel(p, card(p)) for p in paths]
+
+
+def delete_finetuned_models(models: list[FinetunedModel]) -> None:
+    """Delete checkpoints and their model cards."""
+    from speckle2self.weights import card_path
+
+    for model in models:
+        model.path.unlink(missing_ok=True)
+        card_path(model.path).unlink(missing_ok=True)

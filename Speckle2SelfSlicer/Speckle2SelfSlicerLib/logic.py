@@ -1,0 +1,311 @@
+"""Despeckle volumes and sequences of an MRML scene with Speckle2Self, as one cancellable job.
+
+torch and MONAI are imported when a job is made, never when this module is imported.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from speckle2self.errors import UserError
+from speckle2self.jobs import Job, Progress
+
+from . import nodes
+from .finetuned import default_models_dir, new_model_path
+
+FRAMES = ("all", "current")
+"""For a sequence: despeckle every frame into a new synchronized sequence, or only the current frame."""
+MODEL_ATTRIBUTE = "Speckle2Self.Model"
+"""Output node attribute: the checkpoint that made it ("default" for the shipped model)."""
+
+
+@dataclass
+class _Input:
+    """What one run reads: volumes (one, or the frames of a sequence), their sequence, browser and scene."""
+
+    volumes: list
+    sequence: object = None
+    browser: object = None
+    arrays: list = field(default_factory=list)
+    scene: object = None
+
+    @property
+    def name(self) -> str:
+        return (self.sequence if self.sequence is not None else self.volumes[0]).GetName()
+
+
+@dataclass
+class _Trainer:
+    """A fine-tuning job and its progress total (steps, or seconds for a time budget)."""
+
+    job: Job
+    total: float
+
+
+class _Phase:
+    """Progress of one phase of a job (fine-tuning, despeckling), timed from the phase's start."""
+
+    def __init__(self, job: Job, total: float, label: str):
+        self.job, self.total, self.label, self.start = job, total, label, time.perf_counter()
+
+    def report(self, done: float, detail: str) -> Progress:
+        return self.job.progress(done, self.total, f"{self.label}: {detail}", since=self.start)
+
+
+def _follow(job: Job, inner: Job, report):
+    """Run `inner` within `job`, reporting each of its progresses; cancelling `job` stops it at the next unit."""
+    for progress in inner:
+        yield report(progress)
+        job.check()
+    return inner.result
+
+
+def _groups(arrays: list[np.ndarray], batch_size: int):
+    """Indices of consecutive arrays with the same frame shape and type, at most `batch_size` frames a group
+    (a volume with more frames is a group alone): frames of a cine loop are despeckled in batches."""
+    group: list[int] = []
+    for i, array in enumerate(arrays):
+        if group:
+            first = arrays[group[0]]
+            frames = sum(len(arrays[j]) for j in group) + len(array)
+            if array.shape[1:] != first.shape[1:] or array.dtype != first.dtype or frames > batch_size:
+                yield group
+                group = []
+        group.append(i)
+    if group:
+        yield group
+
+
+class Speckle2SelfLogic:
+    """Despeckle scalar or RGB volumes, 3-D volumes (frame by frame) and volume sequences in an MRML scene.
+
+    `sequencesLogic` (Slicer's vtkSlicerSequencesLogic) creates the proxy volume of a new output sequence;
+    without it the sequence is still synchronized with the browser. Fine-tuned models are saved in `modelsDir`.
+    """
+
+    def __init__(self, sequencesLogic=None, modelsDir: Path | str | None = None):
+        self.sequencesLogic = sequencesLogic
+        self.modelsDir = Path(modelsDir) if modelsDir else default_models_dir()
+
+    def process(self, inputNode, outputNode=None, **options):
+        """Despeckle `inputNode` and return the output node; options as for `process_job`."""
+        return self.process_job(inputNode, outputNode, **options).run()
+
+    def process_job(self, inputNode, outputNode=None, frames: str = "all", weights: Path | str | None = None,
+                    device: str = "auto", gamma: float = 1.0, batch_size: int = 4,
+                    finetune_steps: int | None = None, finetune_minutes: float | None = None,
+                    finetune_size: int = 256, save_finetuned: bool = True) -> Job:
+        """A job that despeckles `inputNode` into `outputNode` (None: a new node) and returns the output node.
+
+        Input: a scalar or vector (RGB, RGBA) volume, 2-D or 3-D (frames along the slowest axis), a sequence
+        browser, a volume sequence, or a proxy volume of a browser. For sequences `frames` is "all" (a new
+        sequence synchronized in the same browser, returned) or "current" (a volume of the current frame).
+        With `finetune_steps` or `finetune_minutes` the model is first fine-tuned on the input's frames
+        (crops of `finetune_size`) and, with `save_finetuned`, saved in `modelsDir`. The input is never
+        modified; a cancelled or failed job leaves the scene as it was.
+        """
+        if frames not in FRAMES:
+            raise UserError(f"Unknown frames option {frames!r}", f"use one of {', '.join(FRAMES)}")
+        source = self._input(inputNode, frames)
+        output = self._output(source, outputNode)
+        source.arrays = [nodes.volume_array(v) for v in source.volumes]
+        source.scene = inputNode.GetScene()  # kept: the user may delete the input while it runs
+        self._check_frame_size(source)
+        finetune = finetune_steps is not None or finetune_minutes is not None
+        trainer = (self._trainer(source, weights, device, batch_size, finetune_steps, finetune_minutes,
+                                 finetune_size) if finetune else None)
+        model = None if trainer is not None else self._model(weights, device)
+        despeckle_options = {"device": device, "gamma": gamma, "batch_size": batch_size}
+
+        def work(job: Job):
+            job.check()
+            net, used = model, str(weights) if weights else "default"
+            if trainer is not None:
+                phase = _Phase(job, trainer.total, "Fine-tuning")
+                result = yield from _follow(job, trainer.job, lambda p: phase.report(p.done, p.message))
+                net, used = result.model, f"{used}, fine-tuned, not saved"
+                if save_finetuned:  # despeckle with the model as saved, so that reusing it gives the same result
+                    used = str(self._save(result, source.name))
+                    net = self._model(used, device)
+            arrays = yield from self._despeckle(job, source.arrays, net, **despeckle_options)
+            return self._store(source, output, arrays, used)
+
+        return Job(work, f"Speckle2Self: {source.name}")
+
+    @staticmethod
+    def _model(weights, device):
+        from speckle2self.inference import inference_model
+
+        return inference_model(weights, device)
+
+    @staticmethod
+    def _input(node, frames: str) -> _Input:
+        if node is None:
+            raise UserError("No input was given", "select an input volume or sequence")
+        if node.GetScene() is None:
+            raise UserError(f"Node '{node.GetName()}' is not in a scene", "add it to the scene first")
+        browser = nodes.sequence_browser(node)
+        if node.IsA("vtkMRMLSequenceBrowserNode"):
+            sequence = nodes.volume_sequence(node)
+        elif node.IsA("vtkMRMLSequenceNode"):
+            sequence = node
+        elif nodes.is_volume(node):
+            sequence = browser.GetSequenceNode(node) if browser is not None else None
+            if sequence is None or frames == "current":
+                return _Input([node])
+        else:
+            raise UserError(f"'{node.GetName()}' is a {node.GetClassName()}",
+                            "choose a scalar or vector (RGB) volume, or a volume sequence")
+        if frames == "current":
+            if browser is None:
+                raise UserError(f"Sequence '{sequence.GetName()}' is in no sequence browser, so it has no current "
+                                "frame", "despeckle all frames")
+            proxy = browser.GetProxyNode(sequence)
+            if proxy is None:
+                raise UserError(f"Sequence '{sequence.GetName()}' has no proxy volume showing its current frame",
+                                "show the sequence in the Sequences module or despeckle all frames")
+            return _Input([proxy])
+        volumes = [sequence.GetNthDataNode(i) for i in range(sequence.GetNumberOfDataNodes())]
+        if not volumes or not all(nodes.is_volume(v) for v in volumes):
+            raise UserError(f"Sequence '{sequence.GetName()}' holds no volume frames",
+                            "choose a sequence of images (cine loop)")
+        return _Input(volumes, sequence, browser)
+
+    @staticmethod
+    def _output(source: _Input, node):
+        """The existing node to overwrite (None: create one); refuses the input and mismatched classes."""
+        if node is None:
+            return None
+        if source.sequence is None:
+            like = source.volumes[0]
+            if nodes.same(node, like):
+                raise UserError(f"The output '{node.GetName()}' is the input", "choose 'Create new volume'")
+            if node.GetClassName() != like.GetClassName():
+                raise UserError(f"The output '{node.GetName()}' is a {node.GetClassName()} but the input is a "
+                                f"{like.GetClassName()}", "choose 'Create new volume' or a volume of that type")
+            return node
+        browser = nodes.sequence_browser(node)
+        sequence = node if node.IsA("vtkMRMLSequenceNode") else (
+            browser.GetSequenceNode(node) if nodes.same(browser, source.browser) else None)
+        if sequence is None or nodes.same(sequence, source.sequence):
+            raise UserError(f"The output '{node.GetName()}' is not a separate sequence of this browser",
+                            "choose 'Create new volume' to make a new sequence")
+        return sequence
+
+    @staticmethod
+    def _check_frame_size(source: _Input) -> None:
+        from speckle2self.frames import MIN_SIDE
+
+        for volume, array in zip(source.volumes, source.arrays):
+            rows, columns = array.shape[1:3]
+            if min(rows, columns) < MIN_SIDE:
+                raise UserError(f"Volume '{volume.GetName()}' has frames of {rows}x{columns} pixels (frames run "
+                                f"along its slowest axis), fewer than {MIN_SIDE}x{MIN_SIDE}",
+                                "despeckle B-mode images or volumes made of B-mode frames")
+
+    @staticmethod
+    def _trainer(source: _Input, weights, device, batch_size, steps, minutes, size):
+        """A fine-tuning job on the input's grey frames, starting from `weights`, with its progress total."""
+        from speckle2self.frames import grey_stack
+        from speckle2self.training import TrainConfig, train_job
+        from speckle2self.weights import DEFAULT_WEIGHTS
+
+        sources = [grey_stack(a) for a in source.arrays]
+        smallest = min(min(s.shape[-2:]) for s in sources)
+        config = TrainConfig(steps=steps, minutes=minutes, size=min(size, smallest // 16 * 16), batch=batch_size)
+        extra = {"source": source.name, "application": "3D Slicer (Speckle2SelfSlicer)"}
+        job = train_job(sources, config, init=weights or DEFAULT_WEIGHTS, device=device, card_extra=extra)
+        return _Trainer(job, steps if steps is not None else minutes * 60)
+
+    def _save(self, result, source_name: str) -> Path:
+        from speckle2self.weights import save_checkpoint
+
+        path = new_model_path(self.modelsDir, source_name)
+        save_checkpoint(result.model, path, result.card)
+        return path
+
+    @staticmethod
+    def _despeckle(job: Job, arrays: list[np.ndarray], model, batch_size: int, **options):
+        """Despeckle every frame of every array, batching small volumes together; returns the new arrays."""
+        from speckle2self.inference import despeckle_job
+
+        total = sum(len(a) for a in arrays)
+        phase = _Phase(job, total, "Despeckling")
+        results: list[np.ndarray] = []
+        for group in _groups(arrays, batch_size):
+            offset = sum(len(r) for r in results)
+            stack = np.concatenate([arrays[i] for i in group]) if len(group) > 1 else arrays[group[0]]
+            inner = despeckle_job(stack, model=model, batch_size=batch_size, **options)
+            out = yield from _follow(job, inner, lambda p: phase.report(
+                offset + p.done, f"frame {offset + p.done:g} of {total}"))
+            results += np.split(out, np.cumsum([len(arrays[i]) for i in group])[:-1])
+        return results
+
+    def _store(self, source: _Input, output, arrays: list[np.ndarray], used: str):
+        """Write the results into the scene; on any failure undo every change made to the scene."""
+        undo: list = []
+        try:
+            if source.sequence is None:
+                node = self._store_volume(source, output, arrays[0], undo)
+            else:
+                node = self._store_sequence(source, output, arrays, undo)
+            node.SetAttribute(MODEL_ATTRIBUTE, used)
+            return node
+        except BaseException:
+            for action in reversed(undo):
+                action()
+            raise
+
+    @staticmethod
+    def _store_volume(source: _Input, output, array: np.ndarray, undo: list):
+        like, node = source.volumes[0], output
+        if node is None:
+            node = source.scene.AddNewNodeByClass(
+                like.GetClassName(), source.scene.GenerateUniqueName(f"{like.GetName()} despeckled"))
+            undo.append(lambda: nodes.remove(node))
+        nodes.write_volume(node, like, array)
+        nodes.place_beside(node, like)
+        return node
+
+    def _store_sequence(self, source: _Input, output, arrays: list[np.ndarray], undo: list):
+        sequence = output
+        if sequence is None:
+            name = source.scene.GenerateUniqueName(f"{source.sequence.GetName()} despeckled")
+            sequence = source.scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+            undo.append(lambda: nodes.remove(sequence))
+        sequence.RemoveAllDataNodes()
+        sequence.SetIndexName(source.sequence.GetIndexName())
+        sequence.SetIndexUnit(source.sequence.GetIndexUnit())
+        sequence.SetIndexType(source.sequence.GetIndexType())
+        for i, (like, array) in enumerate(zip(source.volumes, arrays)):
+            frame = like.NewInstance()
+            frame.SetName(like.GetName())
+            nodes.write_volume(frame, like, array)
+            sequence.SetDataNodeAtValue(frame, source.sequence.GetNthIndexValue(i))
+        if source.browser is not None:
+            self._synchronize(source, sequence, undo)
+        return sequence
+
+    def _synchronize(self, source: _Input, sequence, undo: list) -> None:
+        """Add `sequence` to the input's browser and, with the sequences logic, make its proxy volume."""
+        browser = source.browser
+        had_proxy = browser.GetProxyNode(sequence) is not None
+        added = not browser.IsSynchronizedSequenceNodeID(sequence.GetID())
+        if added:
+            browser.AddSynchronizedSequenceNodeID(sequence.GetID())
+        if self.sequencesLogic is not None:
+            self.sequencesLogic.UpdateProxyNodesFromSequences(browser)
+        proxy = browser.GetProxyNode(sequence)
+        if proxy is not None and not had_proxy:
+            undo.append(lambda: nodes.remove(proxy))
+        if added:  # undone first: a proxy removed while its sequence is still synchronized comes back
+            undo.append(lambda: browser.RemoveSynchronizedSequenceNode(sequence.GetID()))
+        like = browser.GetProxyNode(source.sequence)
+        if proxy is not None and like is not None:
+            proxy.CreateDefaultDisplayNodes()
+            nodes.copy_display(proxy, like)
+            nodes.place_beside(proxy, like)
+

@@ -1,0 +1,165 @@
+"""Static checks of the Slicer module and extension files, which CI cannot run inside the Slicer application."""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE_DIR = REPO / "Speckle2SelfSlicer"
+MODULE_FILE = MODULE_DIR / "Speckle2SelfSlicer.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "Speckle2SelfSlicer.ui"
+MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
+PARAMETER_WIDGET_CLASSES = {"QSpinBox", "QCheckBox", "QPushButton", "qMRMLNodeComboBox", "QComboBox", "ctkSliderWidget"}
+"""Widget classes that slicer.util.updateParameterEditWidgetsFromNode and its siblings support."""
+
+
+@pytest.fixture(scope="module")
+def source() -> str:
+    return MODULE_FILE.read_text()
+
+
+@pytest.fixture(scope="module")
+def widgets() -> dict[str, ET.Element]:
+    """The .ui file's widgets by name."""
+    return {w.get("name"): w for w in ET.parse(UI_FILE).getroot().iter("widget")}
+
+
+def constant(source: str, name: str):
+    """The literal value of a module-level constant of the module file."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise KeyError(name)
+
+
+def combo_items(widget: ET.Element) -> list[str]:
+    return [item.find("property/string").text for item in widget.findall("item")]
+
+
+def cmake_list(text: str, variable: str) -> list[str]:
+    body = re.search(rf"set\({variable}\s(.*?)\)", text, re.S).group(1)
+    return [entry.replace("${MODULE_NAME}", "Speckle2SelfSlicer") for entry in body.split()]
+
+
+def test_every_widget_the_module_uses_is_in_the_ui_file(source, widgets):
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used and used <= set(widgets), sorted(used - set(widgets))
+
+
+def test_parameter_widgets_are_supported_and_defaults_fit_them(source, widgets):
+    pairs = re.findall(r'\(self\.ui\.(\w+), "(\w+)"\)', source)
+    defaults = constant(source, "PARAMETER_DEFAULTS")
+    assert len(pairs) == 13
+    for name, parameter in pairs:
+        widget_class = widgets[name].get("class")
+        assert widget_class in PARAMETER_WIDGET_CLASSES, name
+        if widget_class == "qMRMLNodeComboBox":
+            continue
+        assert parameter in defaults, parameter
+        if widget_class == "QComboBox":
+            assert defaults[parameter] in combo_items(widgets[name]), parameter
+
+
+def test_combo_boxes_match_the_choices_the_code_maps_them_to(source, widgets):
+    from Speckle2SelfSlicerLib import FRAMES
+
+    assert len(combo_items(widgets["framesComboBox"])) == len(FRAMES)
+    assert len(combo_items(widgets["deviceComboBox"])) == len(constant(source, "DEVICES"))
+    assert combo_items(widgets["finetuneUnitComboBox"]) == ["steps", "minutes"]
+    assert all(int(size) % 16 == 0 for size in combo_items(widgets["finetuneSizeComboBox"]))
+
+
+def test_cmake_lists_every_file_the_module_needs(source):
+    from speckle2self.weights import DEFAULT_WEIGHTS, card_path
+
+    text = MODULE_CMAKE.read_text()
+    listed = set(cmake_list(text, "MODULE_PYTHON_SCRIPTS")) | set(cmake_list(text, "MODULE_PYTHON_RESOURCES"))
+    skip = ("__pycache__", ".egg-info")
+    needed = {p for p in MODULE_DIR.rglob("*.py") if not any(s in str(p) for s in skip)}
+    needed |= {UI_FILE, MODULE_DIR / "Resources" / "Icons" / "Speckle2SelfSlicer.png", DEFAULT_WEIGHTS,
+               card_path(DEFAULT_WEIGHTS)}
+    needed |= set((MODULE_DIR / "Resources" / "SampleData").iterdir())
+    needed |= {p for p in DEFAULT_WEIGHTS.parent.iterdir() if p.suffix in (".pt", ".json", ".md")}
+    missing = sorted(str(p.relative_to(MODULE_DIR)) for p in needed if str(p.relative_to(MODULE_DIR)) not in listed)
+    assert not missing
+    assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+
+
+def test_cmake_lists_only_files_that_exist():
+    from speckle2self.weights import DEFAULT_WEIGHTS, card_path
+
+    text = MODULE_CMAKE.read_text()
+    shipped_later = {DEFAULT_WEIGHTS, card_path(DEFAULT_WEIGHTS)}  # the lead adds the trained model
+    for entry in cmake_list(text, "MODULE_PYTHON_SCRIPTS") + cmake_list(text, "MODULE_PYTHON_RESOURCES"):
+        path = MODULE_DIR / entry
+        assert path.is_file() or path in shipped_later, entry
+
+
+def test_extension_description_and_catalog_entry():
+    text = (REPO / "CMakeLists.txt").read_text()
+    for variable in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+        assert re.search(rf'set\(EXTENSION_{variable} "[^"]+"\)', text), variable
+    for line in ("project(Speckle2Self)", "find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})",
+                 "add_subdirectory(Speckle2SelfSlicer)", "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+                 "include(${Slicer_EXTENSION_CPACK})", 'set(EXTENSION_CATEGORY "Ultrasound")',
+                 'set(EXTENSION_DEPENDS "PyTorch")'):
+        assert line in text, line
+    catalog = json.loads((REPO / "Speckle2Self.json").read_text())
+    assert catalog["category"] == "Ultrasound" and catalog["build_dependencies"] == ["PyTorch"]
+    assert catalog["scm_url"].endswith(".git") and catalog["scm_revision"]
+    homepage = re.search(r'set\(EXTENSION_HOMEPAGE "([^"]+)"\)', text).group(1)
+    assert catalog["scm_url"] == homepage + ".git"
+
+
+def test_icons_are_pngs_of_the_usual_sizes():
+    from PIL import Image
+
+    with Image.open(REPO / "Resources" / "Icons" / "Speckle2Self.png") as icon:
+        assert (icon.format, icon.size) == ("PNG", (128, 128))
+    with Image.open(MODULE_DIR / "Resources" / "Icons" / "Speckle2SelfSlicer.png") as icon:
+        assert icon.format == "PNG" and icon.size[0] == icon.size[1] >= 64
+
+
+def test_registered_sample_checksum_matches_the_bundled_file(source):
+    sample = MODULE_DIR / "Resources" / "SampleData" / constant(source, "SAMPLE_FILE")
+    assert hashlib.sha256(sample.read_bytes()).hexdigest() == constant(source, "SAMPLE_SHA256")
+
+
+def test_torch_and_monai_are_imported_inside_functions_only():
+    files = [MODULE_FILE, *sorted((MODULE_DIR / "Speckle2SelfSlicerLib").glob("*.py"))]
+    for path in files:
+        for node in ast.parse(path.read_text()).body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] in ("torch", "monai") for n in names), (path.name, names)
+    check = "import sys, Speckle2SelfSlicerLib; assert not {'torch', 'monai'} & set(sys.modules), sys.modules.keys()"
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+
+def test_help_cites_the_paper(source):
+    assert 'Speckle2Self: Self-Supervised Ultrasound Speckle\nReduction Without Clean Data", Medical Image ' \
+           'Analysis 2025, 103755' in source
+    assert 'self.parent.title = _("Speckle2Self Despeckle")' in source
+    assert 'translate("qSlicerAbstractCoreModule", "Ultrasound")' in source
+
+
+def test_slicer_apis_the_module_calls_exist_in_slicer_core(source):
+    slicer = pytest.importorskip("slicer")
+    import slicer.util
+
+    missing = [name for name in set(re.findall(r"slicer\.util\.(\w+)", source)) if not hasattr(slicer.util, name)]
+    assert not missing
+    assert hasattr(slicer.vtkMRMLLayoutNode, "SlicerLayoutSideBySideView")
+    for cls, methods in [(slicer.vtkMRMLSliceCompositeNode, ["SetBackgroundVolumeID", "SetForegroundVolumeID",
+                                                             "SetLinkedControl"]),
+                         (slicer.vtkMRMLSliceNode, ["RotateToVolumePlane"]),
+                         (slicer.vtkMRMLSliceLogic, ["GetSliceCompositeNode", "GetSliceNode", "FitSliceToAll"])]:
+        assert all(hasattr(cls, m) for m in methods), cls
