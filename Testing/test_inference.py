@@ -83,3 +83,22 @@ def test_device_choice():
     assert resolve_device("auto").type in ("cpu", "cuda")
     with pytest.raises(UserError):
         resolve_device("tpu")
+
+
+def test_zero_background_outside_the_sector_stays_zero(tiny_weights, sample_array):
+    from speckle2self.frames import background
+
+    out = despeckle(sample_array, weights=tiny_weights)
+    mask = background(sample_array)
+    assert mask.sum() > 0.2 * mask.size  # the black surround of the curvilinear sector
+    assert (out[mask] == 0).all()
+
+
+def test_isolated_dark_pixels_inside_the_image_are_not_background():
+    from speckle2self.frames import background
+
+    image = np.random.default_rng(3).integers(1, 255, (64, 64)).astype(np.uint8)
+    image[:, :20] = 0          # a black margin: background
+    image[30, 40] = image[31, 40] = image[50, 50] = 0   # dark speckle: not background
+    mask = background(image)
+    assert mask[:, :20].all() and mask.sum() == 64 * 20

@@ -10,10 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scipy import ndimage
+
 from .errors import UserError
 from .network import DOWNSAMPLING
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+BACKGROUND_MIN_PIXELS = 64
+"""Smallest connected zero region treated as outside the imaging sector (isolated dark speckle is smaller)."""
 MIN_SIDE = DOWNSAMPLING
 """Smallest height or width the network accepts: one bottleneck pixel."""
 
@@ -79,6 +83,19 @@ def normalise(frame: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Min-max to [0, 1]; returns the frame and its range (a constant frame maps to zeros)."""
     lo, hi = float(frame.min()), float(frame.max())
     return (frame - lo) / (hi - lo if hi > lo else 1.0), lo, hi
+
+
+def background(frame: np.ndarray) -> np.ndarray:
+    """Pixels outside the imaging sector: connected regions of exact zeros of at least
+    BACKGROUND_MIN_PIXELS pixels. They stay zero in the output (no halo around the sector)."""
+    zeros = frame == 0
+    if not zeros.any():
+        return zeros
+    labels, count = ndimage.label(zeros)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    large = sizes >= BACKGROUND_MIN_PIXELS
+    large[0] = False
+    return large[labels]
 
 
 def to_range(unit: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndarray:

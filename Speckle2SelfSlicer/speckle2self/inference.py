@@ -72,15 +72,18 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
         for start in range(0, total, batch_size):
             job.check()
             indices = range(start, min(start + batch_size, total))
-            normalised = [fr.normalise(fr.grey_frame(array, layout, i)) for i in indices]
+            grey = [fr.grey_frame(array, layout, i) for i in indices]
+            normalised = [fr.normalise(g) for g in grey]
             batch = torch.from_numpy(np.stack([n[0] for n in normalised])[:, None]).to(dev)
             with torch.inference_mode():
                 result = net(pad_to_multiple(batch))[:, 0, :h, :w]
             if gamma != 1.0:
                 result = result.pow(gamma)
             result = result.float().cpu().numpy()
-            for i, unit, (_, lo, hi) in zip(indices, result, normalised):
-                fr.put_frame(out, layout, i, fr.to_range(unit, lo, hi, array.dtype))
+            for i, g, unit, (_, lo, hi) in zip(indices, grey, result, normalised):
+                frame = fr.to_range(unit, lo, hi, array.dtype)
+                frame[fr.background(g)] = 0
+                fr.put_frame(out, layout, i, frame)
             yield job.progress(indices[-1] + 1, total, f"frame {indices[-1] + 1}/{total}")
         return out
 
