@@ -37,3 +37,15 @@ def tiny_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     save_checkpoint(Speckle2SelfNet(width=8), path, {"config": {"width": 8}})
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of many tiny runs: torch's threads would cost more than they give, most of all on a busy
+    machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

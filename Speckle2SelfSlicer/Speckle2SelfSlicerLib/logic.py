@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speckle2self.errors import UserError
+from speckle2self.errors import Cancelled, UserError
 from speckle2self.jobs import Job, Progress
 
 from . import nodes
@@ -53,6 +53,27 @@ class _Phase:
 
     def report(self, done: float, detail: str) -> Progress:
         return self.job.progress(done, self.total, f"{self.label}: {detail}", since=self.start)
+
+
+class _SceneWatch:
+    """Within it, closing (clearing) the scene cancels `job`, which then ends in a UserError saying so."""
+
+    def __init__(self, scene, job: Job):
+        self.scene, self.job, self.closed = scene, job, False
+
+    def _close(self, *_) -> None:
+        self.closed = True
+        self.job.cancel()
+
+    def __enter__(self):
+        self.tag = self.scene.AddObserver(self.scene.StartCloseEvent, self._close)
+
+    def __exit__(self, kind, error, trace) -> bool:
+        self.scene.RemoveObserver(self.tag)
+        if self.closed and kind is Cancelled:
+            raise UserError("The scene was closed while despeckling, so no result was added",
+                            "load the input again and rerun") from None
+        return False
 
 
 def _follow(job: Job, inner: Job, report):
@@ -121,17 +142,18 @@ class Speckle2SelfLogic:
         despeckle_options = {"device": device, "gamma": gamma, "batch_size": batch_size}
 
         def work(job: Job):
-            job.check()
-            net, used = model, str(weights) if weights else "default"
-            if trainer is not None:
-                phase = _Phase(job, trainer.total, "Fine-tuning")
-                result = yield from _follow(job, trainer.job, lambda p: phase.report(p.done, p.message))
-                net, used = result.model, f"{used}, fine-tuned, not saved"
-                if save_finetuned:  # despeckle with the model as saved, so that reusing it gives the same result
-                    used = str(self._save(result, source.name))
-                    net = self._model(used, device)
-            arrays = yield from self._despeckle(job, source.arrays, net, **despeckle_options)
-            return self._store(source, output, arrays, used)
+            with _SceneWatch(source.scene, job):
+                job.check()
+                net, used = model, str(weights) if weights else "default"
+                if trainer is not None:
+                    phase = _Phase(job, trainer.total, "Fine-tuning")
+                    result = yield from _follow(job, trainer.job, lambda p: phase.report(p.done, p.message))
+                    net, used = result.model, f"{used}, fine-tuned, not saved"
+                    if save_finetuned:  # despeckle with the model as saved: reusing it gives the same result
+                        used = str(self._save(result, source.name))
+                        net = self._model(used, device)
+                arrays = yield from self._despeckle(job, source.arrays, net, **despeckle_options)
+                return self._store(source, output, arrays, used)
 
         return Job(work, f"Speckle2Self: {source.name}")
 
@@ -285,7 +307,7 @@ class Speckle2SelfLogic:
             frame.SetName(like.GetName())
             nodes.write_volume(frame, like, array)
             sequence.SetDataNodeAtValue(frame, source.sequence.GetNthIndexValue(i))
-        if source.browser is not None:
+        if source.browser is not None and source.browser.GetScene() is not None:  # not deleted meanwhile
             self._synchronize(source, sequence, undo)
         return sequence
 

@@ -46,19 +46,21 @@ def _finetune(image_array: np.ndarray, args) -> object:
 
 def cmd_despeckle(args) -> None:
     from .image_io import read_image, write_image
-    from .inference import despeckle_job
+    from .inference import GIB, MEMORY_LIMIT, despeckle_job
     from .preview import side_by_side
 
     inputs = [Path(p) for p in args.inputs]
     if args.preview and len(inputs) > 1:
         raise UserError("--preview takes one input", "run once per input")
     outputs = _output_paths(inputs, Path(args.output))
+    memory_limit = MEMORY_LIMIT if args.max_memory is None else int(args.max_memory * GIB)
     for source, target in zip(inputs, outputs):
         image = read_image(source)
         write_image(target, image.array, like=image, force=args.force, check_only=True)
-        model = _finetune(fr.grey_stack(image.array), args) if args.finetune_steps else None
-        job = despeckle_job(image.array, weights=args.weights, model=model, device=args.device,
-                            gamma=args.gamma, batch_size=args.batch)
+        options = {"device": args.device, "gamma": args.gamma, "batch_size": args.batch, "memory_limit": memory_limit}
+        job = despeckle_job(image.array, weights=args.weights, **options)  # checks pixels, weights, memory first
+        if args.finetune_steps:
+            job = despeckle_job(image.array, model=_finetune(fr.grey_stack(image.array), args), **options)
         result = _progress_bar(job, "frame")
         write_image(target, result, like=image, force=args.force)
         print(target)
@@ -115,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     d.add_argument("--gamma", type=float, default=1.0, help="display gamma applied to the output (default 1.0)")
     d.add_argument("--batch", type=int, default=4, help="frames per batch")
+    d.add_argument("--max-memory", type=float, help="GiB one batch of frames may use (default 8); batches "
+                   "shrink to fit, a frame that needs more is refused")
     d.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on each input first")
     d.add_argument("--finetune-size", type=int, default=256, help="fine-tuning crop size")
     d.add_argument("--preview", help="also write a before/after PNG of the middle frame (one input)")

@@ -72,17 +72,24 @@ def frame_count(layout: Layout) -> int:
 
 
 def grey_frame(array: np.ndarray, layout: Layout, index: int) -> np.ndarray:
-    """Frame `index` as float32 grey (luminance for colour)."""
+    """Frame `index` as grey (luminance for colour): float32, or float64 for pixel types float32 cannot
+    hold exactly (32- and 64-bit integers, float64)."""
     frame = array[index] if layout.stacked else array
-    if layout.colour:
-        return frame[..., :3].astype(np.float32) @ LUMA
-    return frame.astype(np.float32)
+    grey = frame[..., :3] @ LUMA.astype(_working(array.dtype)) if layout.colour else frame
+    return grey.astype(_working(array.dtype))
+
+
+def _working(dtype: np.dtype) -> type:
+    return np.float32 if np.can_cast(dtype, np.float32) else np.float64
 
 
 def normalise(frame: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Min-max to [0, 1]; returns the frame and its range (a constant frame maps to zeros)."""
+    """Min-max to [0, 1] as float32; returns it and the frame's range (a constant frame maps to zeros).
+    The frame is first divided by its largest magnitude, so ranges near the float limits cannot overflow."""
     lo, hi = float(frame.min()), float(frame.max())
-    return (frame - lo) / (hi - lo if hi > lo else 1.0), lo, hi
+    scale = max(abs(lo), abs(hi)) or 1.0
+    span = hi / scale - lo / scale
+    return ((frame / scale - lo / scale) / (span if span > 0 else 1.0)).astype(np.float32), lo, hi
 
 
 def background(frame: np.ndarray) -> np.ndarray:
@@ -99,10 +106,12 @@ def background(frame: np.ndarray) -> np.ndarray:
 
 
 def to_range(unit: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndarray:
-    """Map [0, 1] back to [lo, hi] in `dtype` (rounded and clipped for integers)."""
-    out = lo + unit.astype(np.float64) * (hi - lo)
+    """Map [0, 1] back to [lo, hi] in `dtype` (rounded for integers). A convex combination of lo and hi,
+    clipped, cannot overflow or leave the range."""
+    unit = unit.astype(np.float64)
+    out = np.clip((1 - unit) * lo + unit * hi, lo, hi)
     if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
-        out = np.clip(np.rint(out), lo, hi)
+        out = np.rint(out)
     return out.astype(dtype)
 
 

@@ -11,6 +11,7 @@ the frame axis first (`kinds: list domain domain domain`, `axis 0 index ...`), a
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
@@ -148,9 +149,24 @@ def _read_mat(path: Path) -> ImageData:
     return ImageData(np.ascontiguousarray(np.moveaxis(array, -1, 0)), path, "sequence")
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Drop what native code prints on the process's stderr meanwhile (MetaIO reports a truncated file there,
+    beside the exception that becomes our one-line error)."""
+    saved = os.dup(2)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _read_sitk(path: Path, ext: str) -> ImageData:
     try:
-        image = sitk.ReadImage(str(path))
+        with _native_stderr_silenced():
+            image = sitk.ReadImage(str(path))
     except RuntimeError:
         raise _corrupt(path, ext) from None
     metadata = {k: image.GetMetaData(k) for k in image.GetMetaDataKeys() if not k.startswith("ITK_")}

@@ -14,6 +14,10 @@ from .jobs import Job
 from .network import DOWNSAMPLING, InferenceNet, Speckle2SelfNet
 from .weights import DEFAULT_WEIGHTS, load_checkpoint, sha256
 
+GIB = 2 ** 30
+MEMORY_LIMIT = 8 * GIB
+"""Default for the most memory (bytes) one batch may take; a frame that needs more is refused up front."""
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' is cuda when present, else cpu; asking for cuda without one is a user error."""
@@ -45,17 +49,37 @@ def _as_inference(model: InferenceNet | Speckle2SelfNet) -> InferenceNet:
     return model.inference_path() if isinstance(model, Speckle2SelfNet) else model
 
 
+def memory_needed(h: int, w: int, width: int) -> int:
+    """Bytes to despeckle one h x w frame with a network of `width`: about 40 + 7 x width bytes per padded
+    pixel (measured on the CPU: network activations plus the numpy working copies)."""
+    padded = -(-h // DOWNSAMPLING) * -(-w // DOWNSAMPLING) * DOWNSAMPLING ** 2
+    return padded * (40 + 7 * width)
+
+
+def _frames_that_fit(h: int, w: int, net: InferenceNet, memory_limit: int) -> int:
+    """How many h x w frames a batch may hold within `memory_limit`; UserError when not even one."""
+    needed = memory_needed(h, w, next(net.encoder.parameters()).shape[0])
+    if needed > memory_limit:
+        raise UserError(f"Despeckling a {h}x{w} frame would need about {needed / GIB:.1f} GiB of memory, more "
+                        f"than the limit of {memory_limit / GIB:.1f} GiB",
+                        "crop or downsample the image, or raise the limit (--max-memory)")
+    return memory_limit // needed
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING) -> torch.Tensor:
-    """Replicate-pad the bottom and right edges of (B, C, H, W) to a multiple of `multiple`."""
+    """Replicate-pad the bottom and right edges of (B, C, H, W) to a multiple of `multiple`, and a frame
+    that would be one multiple both ways to two wide (InstanceNorm needs more than one bottleneck pixel)."""
     h, w = x.shape[-2:]
-    return F.pad(x, (0, -w % multiple, 0, -h % multiple), mode="replicate")
+    right = -w % multiple + (multiple if max(h, w) <= multiple else 0)
+    return F.pad(x, (0, right, 0, -h % multiple), mode="replicate")
 
 
 def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
                   model: InferenceNet | Speckle2SelfNet | None = None, device: str | torch.device = "auto",
-                  gamma: float = 1.0, batch_size: int = 4) -> Job[np.ndarray]:
+                  gamma: float = 1.0, batch_size: int = 4, memory_limit: int = MEMORY_LIMIT) -> Job[np.ndarray]:
     """A job that despeckles `array` (see `frames` for layouts) and returns a new array of the same
-    shape, dtype and per-frame intensity range. The input is never modified."""
+    shape, dtype and per-frame intensity range. The input is never modified. Batches are made smaller
+    to stay within `memory_limit` bytes; a frame that alone needs more is refused before any work."""
     layout = fr.validate(array)
     if not gamma > 0:
         raise UserError(f"Gamma must be positive, got {gamma}", "use e.g. --gamma 1.0")
@@ -64,6 +88,7 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     dev = resolve_device(device)
     net = (_as_inference(model).to(dev).eval() if model is not None else inference_model(weights, dev))
     h, w = fr.frame_shape(array, layout)
+    batch_size = min(batch_size, _frames_that_fit(h, w, net, memory_limit))
     total = fr.frame_count(layout)
 
     def work(job: Job):

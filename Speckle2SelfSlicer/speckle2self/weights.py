@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import tempfile
 from pathlib import Path
@@ -18,6 +19,8 @@ if TYPE_CHECKING:  # torch is imported on use, so cards can be read and deleted 
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "models" / "speckle2self_default.pt"
 FORMAT = "speckle2self-checkpoint"
+MAX_WIDTH = 256
+"""Widest network a checkpoint may ask for (the paper's is 32), so a damaged one cannot exhaust memory."""
 
 
 def card_path(weights: Path) -> Path:
@@ -80,9 +83,12 @@ def read_card(weights: Path) -> dict:
     if not card.is_file():
         return {}
     try:
-        return json.loads(card.read_text())
+        content = json.loads(card.read_text())
     except (OSError, ValueError) as err:
         raise UserError(f"Model card {card} is unreadable ({err})", "restore it or delete it") from None
+    if not isinstance(content, dict):
+        raise UserError(f"Model card {card} is not a JSON object", "restore it or delete it")
+    return content
 
 
 def load_checkpoint(weights: Path | str | None = None) -> tuple["Speckle2SelfNet", dict]:
@@ -105,17 +111,24 @@ def load_checkpoint(weights: Path | str | None = None) -> tuple["Speckle2SelfNet
                         "the file is damaged or was replaced; restore it or retrain")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for damaged or unsafe files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"Cannot load weights {path} ({first[:160]})",
+    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain containers
+        raise UserError(f"Cannot load weights {path}: it holds Python objects other than weights (refused for "
+                        "safety) or is no checkpoint at all",
                         "use a checkpoint written by `speckle2self train`") from None
+    except Exception:  # torch raises many types for a damaged file
+        raise UserError(f"Cannot load weights {path}: the file is truncated or damaged",
+                        "restore it, or use a checkpoint written by `speckle2self train`") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"{path} is not a Speckle2Self checkpoint",
                         "use a checkpoint written by `speckle2self train`")
-    model = Speckle2SelfNet(width=int(checkpoint["width"]))
+    width, state = checkpoint.get("width"), checkpoint.get("state_dict")
+    misfit = UserError(f"Weights {path} do not fit the Speckle2Self network (width {width!r})",
+                       "use a checkpoint written by `speckle2self train`")
+    if not (isinstance(width, int) and 1 <= width <= MAX_WIDTH and isinstance(state, dict)):
+        raise misfit
+    model = Speckle2SelfNet(width=width)
     try:
-        model.load_state_dict({k: v.float() for k, v in checkpoint["state_dict"].items()})
-    except RuntimeError:
-        raise UserError(f"Weights {path} do not fit the Speckle2Self network of width {model.width}",
-                        "use a checkpoint written by `speckle2self train`") from None
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except (RuntimeError, AttributeError):  # other shapes or names; values that are not tensors
+        raise misfit from None
     return model, card
