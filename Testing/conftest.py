@@ -49,3 +49,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def file_with(data: bytes):
+    """A maker that writes `data` to the path it is given (for bad-file cases)."""
+    def make(path: Path) -> Path:
+        path.write_bytes(data)
+        return path
+    return make

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import file_with
 from speckle2self.errors import UserError
 from speckle2self.image_io import SUPPORTED_EXTENSIONS, ImageData, read_image, write_image
 
@@ -271,11 +272,6 @@ def _mat_without_image(path: Path) -> Path:
     return path
 
 
-def _file(data: bytes):
-    def make(path: Path) -> Path:
-        path.write_bytes(data)
-        return path
-    return make
 
 
 def _npy(array):
@@ -288,17 +284,17 @@ def _npy(array):
 @pytest.mark.parametrize("name, make, words", [
     ("missing.nrrd", lambda p: p, "does not exist"),
     ("folder.nrrd", lambda p: p.mkdir() or p, "is a folder"),
-    ("zero.nrrd", _file(b""), "empty (0 bytes)"),
+    ("zero.nrrd", file_with(b""), "empty (0 bytes)"),
     ("cut.nrrd", lambda p: _truncated(p, ".nrrd"), "truncated"),
     ("cut.mha", lambda p: _truncated(p, ".mha"), "truncated"),
     ("cut.nii.gz", lambda p: _truncated(p, ".nii.gz"), "truncated"),
     ("cut.nii", lambda p: _truncated(p, ".nii"), "truncated"),
     ("cut.png", lambda p: _truncated(p, ".png"), "truncated"),
-    ("text.nrrd", _file(b"not an image\n"), "not really a .nrrd file"),
-    ("noise.mha", _file(RNG.bytes(500)), "corrupt"),
-    ("lost.mhd", _file(b"ObjectType = Image\nNDims = 2\nDimSize = 4 4\nElementType = MET_UCHAR\n"
+    ("text.nrrd", file_with(b"not an image\n"), "not really a .nrrd file"),
+    ("noise.mha", file_with(RNG.bytes(500)), "corrupt"),
+    ("lost.mhd", file_with(b"ObjectType = Image\nNDims = 2\nDimSize = 4 4\nElementType = MET_UCHAR\n"
                        b"ElementDataFile = lost.raw\n"), "data file"),
-    ("picture.gif", _file(b"GIF89a"), "Unsupported file type '.gif'"),
+    ("picture.gif", file_with(b"GIF89a"), "Unsupported file type '.gif'"),
     ("empty.npy", _npy(np.zeros((0, 5))), "empty image"),
     ("objects.npy", _npy(np.array([{"a": 1}], dtype=object)), "corrupt"),
     ("line.npy", _npy(np.zeros(5)), "1-D"),
@@ -306,7 +302,7 @@ def _npy(array):
     ("four.nii.gz", _four_d_nifti, "4-D image, which is not supported"),
     ("vectors.nrrd", _vector_nrrd, "6 values per pixel"),
     ("strings.mat", _mat_without_image, "no real 2-D or 3-D numeric array"),
-    ("junk.mat", _file(b"MATLAB 5.0 MAT-file" + RNG.bytes(200)), "corrupt"),
+    ("junk.mat", file_with(b"MATLAB 5.0 MAT-file" + RNG.bytes(200)), "corrupt"),
 ])
 def test_read_errors(tmp_path, name, make, words):
     assert words in user_error(read_image, make(tmp_path / name))
@@ -318,7 +314,7 @@ def test_unsupported_extension_lists_supported_ones(tmp_path):
     assert all(ext in message for ext in SUPPORTED_EXTENSIONS)
 
 
-def test_unreadable_file(tmp_path):
+def test_unreadablefile_with(tmp_path):
     path = tmp_path / "secret.nrrd"
     write_image(path, np.zeros((20, 30), np.uint8))
     path.chmod(0)

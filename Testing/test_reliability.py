@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import SAMPLE
+from conftest import SAMPLE, file_with
 from speckle2self import frames as fr
 from speckle2self.cli import main
 from speckle2self.errors import UserError
@@ -292,11 +292,6 @@ def _truncated(path: Path) -> Path:
     return path
 
 
-def _file(data: bytes):
-    def make(path: Path) -> Path:
-        path.write_bytes(data)
-        return path
-    return make
 
 
 def _image(array: np.ndarray):
@@ -308,11 +303,11 @@ def _image(array: np.ndarray):
 
 BAD_FILES = {
     "folder": ("folder.nrrd", lambda p: p.mkdir() or p, "is a folder"),
-    "zero bytes": ("zero.nrrd", _file(b""), "empty (0 bytes)"),
+    "zero bytes": ("zero.nrrd", file_with(b""), "empty (0 bytes)"),
     "truncated nrrd": ("cut.nrrd", _truncated, "truncated"),
     "truncated mha": ("cut.mha", _truncated, "truncated"),
-    "text named .nrrd": ("text.nrrd", _file(b"hello\n"), "not really a .nrrd file"),
-    "unsupported extension": ("scan.dcm", _file(b"DICM"), "Unsupported file type '.dcm'"),
+    "text named .nrrd": ("text.nrrd", file_with(b"hello\n"), "not really a .nrrd file"),
+    "unsupported extension": ("scan.dcm", file_with(b"DICM"), "Unsupported file type '.dcm'"),
     "4-D": ("four.nrrd", _image(np.zeros((2, 3, 20, 30), np.uint8)), "4-D image"),
     "5-D": ("five.nrrd", _image(np.zeros((2, 2, 3, 20, 30), np.uint8)), "5-D image"),
     "1x1": ("dot.nrrd", _image(np.zeros((1, 1), np.uint8)), "1x1 pixels"),

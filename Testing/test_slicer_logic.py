@@ -288,13 +288,18 @@ def test_progress_covers_all_frames(scene, logic, frames, tiny_weights):
     assert job.last is seen[-1] and job.result.GetNumberOfDataNodes() == 12
 
 
+def cancel_after(job, frames_done: int) -> None:
+    """Step `job` until it reports `frames_done` frames, then cancel it."""
+    while job.last is None or job.last.done < frames_done:
+        assert job.step()
+    job.cancel()
+
+
 def test_cancel_after_some_frames_leaves_scene_unchanged(scene, logic, frames, tiny_weights):
     browser, sequence = add_sequence(scene, [f[None] for f in frames])
     ids = node_ids(scene)
     job = logic.process_job(browser, weights=tiny_weights, batch_size=1)
-    while job.last is None or job.last.done < 4:
-        assert job.step()
-    job.cancel()
+    cancel_after(job, 4)
     with pytest.raises(Cancelled):
         job.step()
     assert node_ids(scene) == ids and browser.GetNumberOfSynchronizedSequenceNodes(True) == 1

@@ -11,7 +11,7 @@ import vtk  # noqa: E402
 
 from speckle2self.errors import Cancelled, UserError  # noqa: E402
 from speckle2self.inference import despeckle  # noqa: E402
-from test_slicer_logic import (add_sequence, add_volume, checksum, frames, logic, node_ids, scene,  # noqa: E402,F401
+from test_slicer_logic import (add_sequence, add_volume, cancel_after, checksum, frames, logic, node_ids, scene,  # noqa: E402,F401
                                sequence_frames)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -81,9 +81,7 @@ def test_cancel_at_the_first_a_middle_and_the_last_frame_adds_nothing(scene, log
     browser, sequence = add_sequence(scene, [f[None] for f in frames])
     ids, before = node_ids(scene), [checksum(sequence.GetNthDataNode(i)) for i in range(12)]
     job = logic.process_job(browser, weights=tiny_weights, batch_size=1)
-    while job.last is None or job.last.done < at:
-        assert job.step()
-    job.cancel()
+    cancel_after(job, at)
     with pytest.raises(Cancelled):
         job.run()
     assert node_ids(scene) == ids and browser.GetNumberOfSynchronizedSequenceNodes(True) == 1
@@ -94,9 +92,7 @@ def test_cancel_of_a_single_volume_at_its_last_frame_adds_nothing(scene, logic, 
     volume = add_volume(scene, frames[:3])
     ids = node_ids(scene)
     job = logic.process_job(volume, weights=tiny_weights, batch_size=1)
-    while job.last is None or job.last.done < 3:
-        assert job.step()
-    job.cancel()
+    cancel_after(job, 3)
     with pytest.raises(Cancelled):
         job.run()
     assert node_ids(scene) == ids

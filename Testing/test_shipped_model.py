@@ -1,0 +1,50 @@
+"""The shipped default model: integrity checks and a measurable speckle reduction on real images."""
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from speckle2self.errors import UserError
+from speckle2self.inference import despeckle
+from speckle2self.metrics import homogeneity, local_std
+from speckle2self.weights import DEFAULT_WEIGHTS, card_path, load_checkpoint
+
+HOMOGENEOUS = (slice(120, 270), slice(40, 200))
+"""Fully developed speckle below the near-field layers of UltrasonixLinearScanConvertedData."""
+STD_FACTOR = 2.0
+"""The shipped model must cut the local standard deviation there at least this much."""
+
+
+def test_shipped_card_records_how_it_was_made():
+    _, card = load_checkpoint(DEFAULT_WEIGHTS)
+    assert card["command"].startswith("speckle2self train")
+    assert card["cumulative_steps"] >= card["steps"] > 0 and card["cumulative_hours"] > 0
+    assert card["data"] and card["machine"]["torch"] and card["width"] == 32
+    assert DEFAULT_WEIGHTS.stat().st_size <= 20 * 2**20
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    copy = tmp_path / DEFAULT_WEIGHTS.name
+    shutil.copy(DEFAULT_WEIGHTS, copy)
+    shutil.copy(card_path(DEFAULT_WEIGHTS), card_path(copy))
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="sha256"):
+        load_checkpoint(copy)
+
+
+def test_bundled_sample_gets_more_homogeneous(sample_array):
+    out = despeckle(sample_array)
+    assert homogeneity(out) > homogeneity(sample_array) + 0.15
+
+
+def test_real_linear_scan_speckle_is_reduced(shared_data):
+    path = shared_data / "pluslibdata" / "UltrasonixLinearScanConvertedData.igs.mha"
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    out = despeckle(image)
+    assert homogeneity(out) > homogeneity(image) + 0.15
+    assert local_std(out, HOMOGENEOUS) * STD_FACTOR < local_std(image, HOMOGENEOUS)
+    # Despeckling keeps the region's mean brightness roughly (within 20 % of the input's).
+    assert abs(out[HOMOGENEOUS].mean() - image[HOMOGENEOUS].mean()) < 0.2 * image[HOMOGENEOUS].mean()
