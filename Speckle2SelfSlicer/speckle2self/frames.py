@@ -93,14 +93,14 @@ def normalise(frame: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def background(frame: np.ndarray) -> np.ndarray:
-    """Pixels outside the imaging sector: connected regions of exact zeros of at least
+    """Pixels outside the imaging sector: solid areas of exact zeros (zeros that survive a 5x5 opening,
+    so dark speckle and thin gaps inside tissue do not count) in regions of at least
     BACKGROUND_MIN_PIXELS pixels. They stay zero in the output (no halo around the sector)."""
-    zeros = frame == 0
-    if not zeros.any():
-        return zeros
-    labels, count = ndimage.label(zeros)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    large = sizes >= BACKGROUND_MIN_PIXELS
+    solid = ndimage.binary_opening(frame == 0, structure=np.ones((5, 5), bool))
+    if not solid.any():
+        return solid
+    labels, count = ndimage.label(solid)
+    large = np.bincount(labels.ravel(), minlength=count + 1) >= BACKGROUND_MIN_PIXELS
     large[0] = False
     return large[labels]
 
