@@ -32,8 +32,13 @@ class Layout:
     colour: bool
 
 
+def is_colour(array: np.ndarray) -> bool:
+    """Whether the last axis holds RGB or RGBA channels: (H, W, 3|4) or (N, H, W, 3|4)."""
+    return array.ndim in (3, 4) and array.shape[-1] in (3, 4)
+
+
 def _layout(array: np.ndarray) -> Layout:
-    colour = array.ndim in (3, 4) and array.shape[-1] in (3, 4)
+    colour = is_colour(array)
     if array.ndim == 2:
         return Layout(array.shape, array.dtype, stacked=False, colour=False)
     if array.ndim == 3:

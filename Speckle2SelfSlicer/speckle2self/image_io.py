@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import UserError
+from .frames import is_colour
 
 SUPPORTED_EXTENSIONS = (".seq.nrrd", ".nrrd", ".nhdr", ".nii.gz", ".nii", ".igs.mha", ".igs.mhd", ".mha",
                         ".mhd", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy", ".mat")
@@ -65,10 +66,6 @@ def _extension(path: Path) -> str:
     return next((e for e in SUPPORTED_EXTENSIONS if name.endswith(e)), Path(name).suffix)
 
 
-def _is_colour(array: np.ndarray) -> bool:
-    return array.ndim in (3, 4) and array.shape[-1] in (3, 4)
-
-
 def _check_layout(array: np.ndarray, name: str) -> None:
     """Raise UserError unless `array` is a non-empty numeric array in a despeckler layout."""
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) \
@@ -77,7 +74,7 @@ def _check_layout(array: np.ndarray, name: str) -> None:
                         "store integer or floating-point pixels")
     if array.size == 0:
         raise UserError(f"{name} is an empty image (shape {array.shape})", "check that it holds pixel data")
-    if array.ndim == 4 and not _is_colour(array) or array.ndim > 4:
+    if array.ndim == 4 and not is_colour(array) or array.ndim > 4:
         raise UserError(f"{name} is {array.ndim}-D (shape {array.shape}), which is not supported",
                         "split it into 3-D volumes or 2-D frames")
     if array.ndim < 2:
@@ -121,7 +118,7 @@ def _read_npy(path: Path) -> ImageData:
     except (ValueError, OSError, EOFError):
         raise _corrupt(path, ".npy") from None
     _check_layout(array, path.name)
-    return ImageData(array, path, "image" if array.ndim == 2 or array.ndim == 3 and _is_colour(array)
+    return ImageData(array, path, "image" if array.ndim == 2 or array.ndim == 3 and is_colour(array)
                      else "volume")
 
 
@@ -266,7 +263,7 @@ def _check_pixels(array: np.ndarray, ext: str, like: ImageData | None) -> tuple[
     and whether it is colour."""
     _check_layout(array, "The image to write")
     geometric = like is not None and like.spacing is not None
-    colour = array.ndim == len(like.spacing) + 1 if geometric else _is_colour(array)
+    colour = array.ndim == len(like.spacing) + 1 if geometric else is_colour(array)
     stacked = array.ndim == (4 if colour else 3)
     if ext == ".seq.nrrd" and (colour or not stacked):
         raise UserError(f"A .seq.nrrd sequence holds (N, H, W) grey frames, not shape {array.shape}",
