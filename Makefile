@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 SAMPLE := Speckle2SelfSlicer/Resources/SampleData/BkCurvilinearScanConvertedData.nrrd
 DEMO_OUT := demo-output
+SHARED_DATA ?= ../shared/data
 
 .PHONY: demo test install install-test bench-speed clean
 
@@ -34,6 +35,10 @@ demo: install
 
 test: install-test
 	$(BIN)/python -m pytest -q
+
+# Speed of each execution path on this machine (about 10 minutes): writes docs/performance.md.
+bench-speed: install
+	$(BIN)/speckle2self bench-speed $(if $(wildcard $(SHARED_DATA)),--data $(SHARED_DATA)) --out docs/performance.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

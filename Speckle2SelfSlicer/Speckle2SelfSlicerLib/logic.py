@@ -20,6 +20,8 @@ FRAMES = ("all", "current")
 """For a sequence: despeckle every frame into a new synchronized sequence, or only the current frame."""
 MODEL_ATTRIBUTE = "Speckle2Self.Model"
 """Output node attribute: the checkpoint that made it ("default" for the shipped model)."""
+GROUP_FRAMES = 16
+"""Frames of small volumes (a cine's 2-D frames) gathered into one stack when no batch size is given."""
 
 
 @dataclass
@@ -116,7 +118,7 @@ class Speckle2SelfLogic:
         return self.process_job(inputNode, outputNode, **options).run()
 
     def process_job(self, inputNode, outputNode=None, frames: str = "all", weights: Path | str | None = None,
-                    device: str = "auto", gamma: float = 1.0, batch_size: int = 4,
+                    device: str = "auto", gamma: float = 1.0, batch_size: int | None = None, precision: str = "auto",
                     finetune_steps: int | None = None, finetune_minutes: float | None = None,
                     finetune_size: int = 256, save_finetuned: bool = True) -> Job:
         """A job that despeckles `inputNode` into `outputNode` (None: a new node) and returns the output node.
@@ -136,10 +138,10 @@ class Speckle2SelfLogic:
         source.scene = inputNode.GetScene()  # kept: the user may delete the input while it runs
         self._check_frame_size(source)
         finetune = finetune_steps is not None or finetune_minutes is not None
-        trainer = (self._trainer(source, weights, device, batch_size, finetune_steps, finetune_minutes,
+        trainer = (self._trainer(source, weights, device, precision, finetune_steps, finetune_minutes,
                                  finetune_size) if finetune else None)
         model = None if trainer is not None else self._model(weights, device)
-        despeckle_options = {"device": device, "gamma": gamma, "batch_size": batch_size}
+        despeckle_options = {"device": device, "gamma": gamma, "batch_size": batch_size, "precision": precision}
 
         def work(job: Job):
             with _SceneWatch(source.scene, job):
@@ -229,7 +231,7 @@ class Speckle2SelfLogic:
                                 "despeckle B-mode images or volumes made of B-mode frames")
 
     @staticmethod
-    def _trainer(source: _Input, weights, device, batch_size, steps, minutes, size):
+    def _trainer(source: _Input, weights, device, precision, steps, minutes, size):
         """A fine-tuning job on the input's grey frames, starting from `weights`, with its progress total."""
         from speckle2self.frames import grey_stack
         from speckle2self.training import TrainConfig, train_job
@@ -237,7 +239,7 @@ class Speckle2SelfLogic:
 
         sources = [grey_stack(a) for a in source.arrays]
         smallest = min(min(s.shape[-2:]) for s in sources)
-        config = TrainConfig(steps=steps, minutes=minutes, size=min(size, smallest // 16 * 16), batch=batch_size)
+        config = TrainConfig(steps=steps, minutes=minutes, size=min(size, smallest // 16 * 16), precision=precision)
         extra = {"source": source.name, "application": "3D Slicer (Speckle2SelfSlicer)"}
         job = train_job(sources, config, init=weights or DEFAULT_WEIGHTS, device=device, card_extra=extra)
         return _Trainer(job, steps if steps is not None else minutes * 60)
@@ -250,14 +252,14 @@ class Speckle2SelfLogic:
         return path
 
     @staticmethod
-    def _despeckle(job: Job, arrays: list[np.ndarray], model, batch_size: int, **options):
+    def _despeckle(job: Job, arrays: list[np.ndarray], model, batch_size: int | None, **options):
         """Despeckle every frame of every array, batching small volumes together; returns the new arrays."""
         from speckle2self.inference import despeckle_job
 
         total = sum(len(a) for a in arrays)
         phase = _Phase(job, total, "Despeckling")
         results: list[np.ndarray] = []
-        for group in _groups(arrays, batch_size):
+        for group in _groups(arrays, batch_size or GROUP_FRAMES):
             offset = sum(len(r) for r in results)
             stack = np.concatenate([arrays[i] for i in group]) if len(group) > 1 else arrays[group[0]]
             inner = despeckle_job(stack, model=model, batch_size=batch_size, **options)

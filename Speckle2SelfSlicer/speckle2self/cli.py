@@ -1,4 +1,4 @@
-"""Command line: `speckle2self despeckle | train | evaluate | info`."""
+"""Command line: `speckle2self despeckle | train | evaluate | bench-speed | bench | info`."""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +40,7 @@ def _finetune(image_array: np.ndarray, args) -> object:
     from .training import TrainConfig, train_job
 
     size = min(args.finetune_size, *(s // 16 * 16 for s in image_array.shape[-2:]))
-    config = TrainConfig(steps=args.finetune_steps, size=size, batch=args.batch)
+    config = TrainConfig(steps=args.finetune_steps, size=size, precision=args.precision)
     return _progress_bar(train_job([image_array], config, init=args.weights, device=args.device), "step").model
 
 
@@ -57,7 +57,8 @@ def cmd_despeckle(args) -> None:
     for source, target in zip(inputs, outputs):
         image = read_image(source)
         write_image(target, image.array, like=image, force=args.force, check_only=True)
-        options = {"device": args.device, "gamma": args.gamma, "batch_size": args.batch, "memory_limit": memory_limit}
+        options = {"device": args.device, "gamma": args.gamma, "batch_size": args.batch, "memory_limit": memory_limit,
+                   "precision": args.precision}
         job = despeckle_job(image.array, weights=args.weights, **options)  # checks pixels, weights, memory first
         if args.finetune_steps:
             job = despeckle_job(image.array, model=_finetune(fr.grey_stack(image.array), args), **options)
@@ -75,7 +76,8 @@ def cmd_train(args) -> None:
 
     sources = [fr.grey_stack(read_image(Path(p)).array) for p in args.data]
     config = TrainConfig(steps=args.steps, minutes=args.minutes, size=args.size, batch=args.batch,
-                         seed=args.seed, width=args.width, checkpoint_minutes=args.checkpoint_minutes)
+                         seed=args.seed, width=args.width, checkpoint_minutes=args.checkpoint_minutes,
+                         precision=args.precision)
     extra = {"command": "speckle2self " + shlex.join(args.argv),
              "data": [Path(p).name for p in args.data]}
     result = _progress_bar(train_job(sources, config, init=args.init, device=args.device, out=args.out,
@@ -106,6 +108,39 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(rows, indent=2) if args.json else markdown_table(rows))
 
 
+def cmd_bench_speed(args) -> None:
+    from .speed import QUICK, SpeedPlan, bench_speed, markdown, write
+
+    data = Path(args.data) if args.data else None
+    if data is not None and not data.is_dir():
+        raise UserError(f"Data folder {data} not found", "give the shared data folder or leave --data out")
+    results = bench_speed(QUICK if args.quick else SpeedPlan(compile=not args.no_compile), data)
+    print(markdown(results))
+    if args.out:
+        write(results, Path(args.out))
+        print(args.out)
+
+
+def cmd_bench(args) -> None:
+    from .benchmark import bench_config, benchmark_job, tune
+    from .benchmark_report import main_table, output_folder, tuning_table, write_report
+
+    if args.tune:
+        print(tuning_table(tune(args.count or 4, methods=args.methods, device=args.device)))
+        return
+    config = bench_config(args.quick, args.budget, args.methods, args.data, args.count, args.device)
+    out = output_folder(args.out, args.quick)
+    result = _progress_bar(benchmark_job(config), "task")
+    print(main_table(result))
+    for path in write_report(result, out, "speckle2self " + shlex.join(args.argv)):
+        print(path)
+
+
+def _precision_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                         help="auto: bf16 where the CPU/GPU runs it fast, else fp32 (the reference path)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="speckle2self", description="Self-supervised ultrasound despeckling.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -116,9 +151,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--weights", help="checkpoint (default: the shipped model)")
     d.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     d.add_argument("--gamma", type=float, default=1.0, help="display gamma applied to the output (default 1.0)")
-    d.add_argument("--batch", type=int, default=4, help="frames per batch")
+    d.add_argument("--batch", type=int, help="frames per batch (default: automatic, cache-sized on a CPU)")
     d.add_argument("--max-memory", type=float, help="GiB one batch of frames may use (default 8); batches "
                    "shrink to fit, a frame that needs more is refused")
+    _precision_option(d)
     d.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on each input first")
     d.add_argument("--finetune-size", type=int, default=256, help="fine-tuning crop size")
     d.add_argument("--preview", help="also write a before/after PNG of the middle frame (one input)")
@@ -138,6 +174,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="start from this checkpoint (fine-tuning, resuming)")
     t.add_argument("--device", default="auto")
     t.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    _precision_option(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="GLCM homogeneity before/after and time per frame, per file")
@@ -146,6 +183,24 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("bench-speed", help="measure inference, cine and fine-tuning speed of each execution path")
+    b.add_argument("--out", help="write this markdown file (and a .json beside it), e.g. docs/performance.md")
+    b.add_argument("--data", help="shared data folder: adds real frames to the output-agreement check")
+    b.add_argument("--quick", action="store_true", help="tiny sizes, seconds not minutes (a smoke run)")
+    b.add_argument("--no-compile", action="store_true", help="skip the torch.compile paths (minutes to compile)")
+    b.set_defaults(func=cmd_bench_speed)
+
+    q = sub.add_parser("bench", help="quality benchmark: every method on simulated sets and real images")
+    q.add_argument("--quick", action="store_true", help="tiny images, few methods, seconds of training (CI)")
+    q.add_argument("--out", help="folder for benchmark.md/.png/.json (default: docs/; quick: a new temp folder)")
+    q.add_argument("--data", help="shared data folder with the real images (default: ../shared/data if present)")
+    q.add_argument("--budget", type=float, help="training seconds per trained method and set (default 90)")
+    q.add_argument("--count", type=int, help="test images per simulated set (default 8; --tune: S-II images, 4)")
+    q.add_argument("--methods", nargs="+", metavar="KEY", help="only these methods (keys as in docs/benchmark.md)")
+    q.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    q.add_argument("--tune", action="store_true", help="score each method's grid on S-II and print it; no benchmark")
+    q.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="print model and device information as JSON")
     i.add_argument("--weights")

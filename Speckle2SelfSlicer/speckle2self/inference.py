@@ -12,11 +12,16 @@ from . import frames as fr
 from .errors import UserError
 from .jobs import Job
 from .network import DOWNSAMPLING, InferenceNet, Speckle2SelfNet
+from .precision import autocast, resolve_precision
 from .weights import DEFAULT_WEIGHTS, load_checkpoint, sha256
 
 GIB = 2 ** 30
 MEMORY_LIMIT = 8 * GIB
 """Default for the most memory (bytes) one batch may take; a frame that needs more is refused up front."""
+CPU_BATCH_PIXELS = 2 * 256 * 256
+"""Automatic CPU batches hold about this many pixels: larger ones fall out of cache and run slower per
+frame (docs/performance.md: 512x512 is fastest one frame at a time, 256x256 two at a time)."""
+GPU_BATCH = 16
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -74,21 +79,31 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING) -> torch.Tens
     return F.pad(x, (0, right, 0, -h % multiple), mode="replicate")
 
 
+def automatic_batch(h: int, w: int, device: torch.device) -> int:
+    """Frames per batch when none is asked for: cache-sized on the CPU, 16 on a GPU."""
+    if device.type == "cuda":
+        return GPU_BATCH
+    return max(1, CPU_BATCH_PIXELS // (h * w))
+
+
 def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
                   model: InferenceNet | Speckle2SelfNet | None = None, device: str | torch.device = "auto",
-                  gamma: float = 1.0, batch_size: int = 4, memory_limit: int = MEMORY_LIMIT) -> Job[np.ndarray]:
+                  gamma: float = 1.0, batch_size: int | None = None, memory_limit: int = MEMORY_LIMIT,
+                  precision: str = "auto") -> Job[np.ndarray]:
     """A job that despeckles `array` (see `frames` for layouts) and returns a new array of the same
-    shape, dtype and per-frame intensity range. The input is never modified. Batches are made smaller
-    to stay within `memory_limit` bytes; a frame that alone needs more is refused before any work."""
+    shape, dtype and per-frame intensity range. The input is never modified. Batches (automatic by
+    default) are made smaller to stay within `memory_limit` bytes; a frame that alone needs more is
+    refused before any work. `precision` 'fp32' is the reference path, 'auto' uses bf16 where fast."""
     layout = fr.validate(array)
     if not gamma > 0:
         raise UserError(f"Gamma must be positive, got {gamma}", "use e.g. --gamma 1.0")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UserError(f"Batch size must be at least 1, got {batch_size}", "use e.g. 4")
     dev = resolve_device(device)
+    precision = resolve_precision(precision, dev)
     net = (_as_inference(model).to(dev).eval() if model is not None else inference_model(weights, dev))
     h, w = fr.frame_shape(array, layout)
-    batch_size = min(batch_size, _frames_that_fit(h, w, net, memory_limit))
+    batch_size = min(batch_size or automatic_batch(h, w, dev), _frames_that_fit(h, w, net, memory_limit))
     total = fr.frame_count(layout)
 
     def work(job: Job):
@@ -100,11 +115,11 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
             grey = [fr.grey_frame(array, layout, i) for i in indices]
             normalised = [fr.normalise(g) for g in grey]
             batch = torch.from_numpy(np.stack([n[0] for n in normalised])[:, None]).to(dev)
-            with torch.inference_mode():
-                result = net(pad_to_multiple(batch))[:, 0, :h, :w]
+            with torch.inference_mode(), autocast(precision, dev):
+                result = net(pad_to_multiple(batch))[:, 0, :h, :w].float()
             if gamma != 1.0:
                 result = result.pow(gamma)
-            result = result.float().cpu().numpy()
+            result = result.cpu().numpy()
             for i, g, unit, (_, lo, hi) in zip(indices, grey, result, normalised):
                 frame = fr.to_range(unit, lo, hi, array.dtype)
                 frame[fr.background(g)] = 0

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
-from skimage.feature import graycomatrix, graycoprops
+from scipy import ndimage
+from skimage.feature import canny, graycomatrix, graycoprops
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from .errors import UserError
 
 GLCM_LEVELS = 64
 GLCM_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
@@ -31,3 +35,105 @@ def homogeneity(display: np.ndarray) -> float:
 def local_std(image: np.ndarray, region: tuple[slice, slice]) -> float:
     """Standard deviation inside a region (use a homogeneous one); same domain as the image."""
     return float(np.asarray(image, dtype=np.float64)[region].std())
+
+
+# ---------------------------------------------------------------- fidelity against a clean reference
+
+def _pair(reference: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    reference, image = np.asarray(reference, dtype=np.float64), np.asarray(image, dtype=np.float64)
+    if reference.shape != image.shape or reference.ndim != 2:
+        raise UserError(f"the reference {reference.shape} and the image {image.shape} must be 2-D arrays of one "
+                        "shape", "compare an image with the reference it was made from")
+    return reference, image
+
+
+def psnr(reference: np.ndarray, image: np.ndarray, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio (dB) against a clean reference; both in the [0, 1] display domain."""
+    return float(peak_signal_noise_ratio(*_pair(reference, image), data_range=data_range))
+
+
+def ssim(reference: np.ndarray, image: np.ndarray, data_range: float = 1.0) -> float:
+    """Structural similarity against a clean reference, Gaussian window sigma 1.5; [0, 1] display domain."""
+    return float(structural_similarity(*_pair(reference, image), data_range=data_range, gaussian_weights=True,
+                                       sigma=1.5, use_sample_covariance=False))
+
+
+# ---------------------------------------------------------------- contrast and speckle statistics
+
+def _values(image: np.ndarray, mask: np.ndarray, name: str) -> np.ndarray:
+    """The image's values inside a bool mask of its shape, which must hold at least two pixels."""
+    image, mask = np.asarray(image), np.asarray(mask)
+    if mask.shape != image.shape or mask.dtype != bool:
+        raise UserError(f"the {name} mask must be a bool array of the image's shape {image.shape}")
+    if mask.sum() < 2:
+        raise UserError(f"the {name} region is empty or a single pixel", "choose a larger region")
+    return image[mask].astype(np.float64)
+
+
+def gcnr(image: np.ndarray, inside_mask: np.ndarray, outside_mask: np.ndarray, bins: int = 256) -> float:
+    """Generalised contrast-to-noise ratio (Rodriguez-Molares et al. 2020): 1 minus the overlap of the two
+    regions' normalised histograms on common bins. Any domain; in [0, 1].
+
+    Data with at most `bins` distinct values (8-bit or quantised display images) get one bin per value, so any
+    strictly monotonic intensity map leaves the result unchanged exactly; other data get `bins` equal bins
+    over the two regions' common range, where the invariance is approximate.
+    """
+    a, b = _values(image, inside_mask, "inside"), _values(image, outside_mask, "outside")
+    levels = np.unique(np.concatenate([a, b]))
+    if levels.size <= bins:
+        counts_a = np.bincount(np.searchsorted(levels, a), minlength=levels.size)
+        counts_b = np.bincount(np.searchsorted(levels, b), minlength=levels.size)
+    else:
+        edges = np.linspace(levels[0], levels[-1], bins + 1)
+        counts_a, counts_b = np.histogram(a, edges)[0], np.histogram(b, edges)[0]
+    overlap = np.minimum(counts_a * b.size, counts_b * a.size).sum()  # integers: exact in any bin order
+    return float(1 - overlap / (a.size * b.size))
+
+
+def cnr(image: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> float:
+    """Contrast-to-noise ratio |mu_i - mu_o| / sqrt(var_i + var_o). Depends on the domain (linear envelope,
+    intensity or display): report it with the domain."""
+    a, b = _values(image, inside, "inside"), _values(image, outside, "outside")
+    return float(abs(a.mean() - b.mean()) / np.sqrt(a.var() + b.var()))
+
+
+def snr(image: np.ndarray, region: np.ndarray) -> float:
+    """mu / sigma in a homogeneous region. Linear envelope domain: 1.91 for fully developed speckle."""
+    values = _values(image, region, "region")
+    return float(values.mean() / values.std())
+
+
+def enl(image: np.ndarray, region: np.ndarray) -> float:
+    """Equivalent number of looks mu^2 / sigma^2 in a homogeneous region. Intensity domain (envelope
+    squared): 1 for fully developed speckle."""
+    return snr(image, region) ** 2
+
+
+# ---------------------------------------------------------------- edge preservation
+
+def edge_beta(reference: np.ndarray, image: np.ndarray, region: np.ndarray | None = None) -> float:
+    """Edge-preservation beta (Sattar et al. 1997): correlation of the zero-mean Laplacian (high-pass) images
+    of the clean reference and the image, optionally inside a region (e.g. around the edges). 1 is perfect.
+    Both in one domain, the [0, 1] display domain here."""
+    reference, image = _pair(reference, image)
+    mask = np.ones(reference.shape, bool) if region is None else region
+    high_ref = _values(ndimage.laplace(reference), mask, "region")
+    high_img = _values(ndimage.laplace(image), mask, "region")
+    high_ref, high_img = high_ref - high_ref.mean(), high_img - high_img.mean()
+    norm = np.sqrt((high_ref ** 2).sum() * (high_img ** 2).sum())
+    if norm == 0:
+        raise UserError("the reference or the image has no detail in the region", "choose a region with edges")
+    return float((high_ref * high_img).sum() / norm)
+
+
+def pratt_fom(reference_edges: np.ndarray, image: np.ndarray, sigma: float = 2.0, alpha: float = 1 / 9) -> float:
+    """Pratt's figure of merit of the Canny edges (Gaussian sigma in pixels, default thresholds) of an image
+    in the [0, 1] display domain against the ideal edge pixels: the mean of 1 / (1 + alpha d^2) over the
+    detected edges, d their distance to the nearest ideal edge, divided by the larger edge count. 1 is perfect."""
+    reference_edges, image = np.asarray(reference_edges, dtype=bool), np.asarray(image, dtype=np.float64)
+    _pair(reference_edges, image)
+    if not reference_edges.any():
+        raise UserError("the reference has no edge pixels", "pass the clean map's edges")
+    detected = canny(image, sigma=sigma)
+    distance = ndimage.distance_transform_edt(~reference_edges)[detected]
+    return float((1 / (1 + alpha * distance ** 2)).sum() / max(reference_edges.sum(), detected.sum()))

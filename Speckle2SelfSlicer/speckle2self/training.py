@@ -20,6 +20,7 @@ from .jobs import Job
 from .losses import LossWeights, speckle2self_loss
 from .network import Speckle2SelfNet
 from .perturbation import perturb
+from .precision import autocast, resolve_precision
 from .weights import load_checkpoint, save_checkpoint, sha256
 
 
@@ -38,6 +39,8 @@ class TrainConfig:
     augment: bool = True
     loss: LossWeights = field(default_factory=LossWeights)
     checkpoint_minutes: float = 10.0
+    precision: str = "auto"
+    """'auto': the network runs in bf16 autocast where the device does that fast; 'fp32': reference."""
 
     def validate(self) -> None:
         if (self.steps is None) == (self.minutes is None):
@@ -130,6 +133,7 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
     config.validate()
     sources = _check_sources(sources)
     dev = resolve_device(device)
+    precision = resolve_precision(config.precision, dev)
     model, init_card = _initial_model(init, config.width)
     model = model.to(dev).train()
 
@@ -147,7 +151,8 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
         def card() -> dict:
             seconds = time.perf_counter() - start
             return {**(card_extra or {}),
-                    "config": {k: v for k, v in asdict(config).items() if k != "checkpoint_minutes"},
+                    "config": {**{k: v for k, v in asdict(config).items() if k != "checkpoint_minutes"},
+                               "precision": precision},
                     "steps": step, "seconds": round(seconds, 1),
                     "cumulative_steps": init_card.get("cumulative_steps", 0) + step,
                     "cumulative_hours": round(init_card.get("cumulative_hours", 0.0) + seconds / 3600, 4),
@@ -167,7 +172,9 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
             if config.augment:
                 per_sample = [augment_together(transform, [p[b] for p in perturbed]) for b in range(config.batch)]
                 perturbed = [torch.stack([s[k] for s in per_sample]) for k in range(len(perturbed))]
-            losses = speckle2self_loss(model(perturbed), perturbed, config.loss)
+            with autocast(precision, dev):
+                outputs = model(perturbed)
+            losses = speckle2self_loss([o.float() for o in outputs], perturbed, config.loss)
             optimiser.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimiser.step()
