@@ -8,7 +8,7 @@ SAMPLE := Speckle2SelfSlicer/Resources/SampleData/BkCurvilinearScanConvertedData
 DEMO_OUT := demo-output
 SHARED_DATA ?= ../shared/data
 
-.PHONY: demo test install install-test bench-speed clean
+.PHONY: demo test install install-test install-bench bench-speed bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+$(VENV)/.installed-bench: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-bench: $(VENV)/.installed-bench
 
 demo: install
 	@mkdir -p $(DEMO_OUT)
@@ -39,6 +44,11 @@ test: install-test
 # Speed of each execution path on this machine (about 10 minutes): writes docs/performance.md.
 bench-speed: install
 	$(BIN)/speckle2self bench-speed $(if $(wildcard $(SHARED_DATA)),--data $(SHARED_DATA)) --out docs/performance.md
+
+# Quality benchmark, every method on S-I/S-II/S-III and the shared real images (about 75 minutes on
+# two CPU cores): writes docs/benchmark.md, .png and .json. `speckle2self bench --quick --out DIR`: 1 minute.
+bench: install-bench
+	$(BIN)/speckle2self bench $(if $(wildcard $(SHARED_DATA)),--data $(SHARED_DATA))
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

@@ -76,7 +76,7 @@ def cmd_train(args) -> None:
 
     sources = [fr.grey_stack(read_image(Path(p)).array) for p in args.data]
     config = TrainConfig(steps=args.steps, minutes=args.minutes, size=args.size, batch=args.batch,
-                         seed=args.seed, width=args.width, checkpoint_minutes=args.checkpoint_minutes,
+                         seed=args.seed, width=args.width, head=args.head, checkpoint_minutes=args.checkpoint_minutes,
                          precision=args.precision)
     extra = {"command": "speckle2self " + shlex.join(args.argv),
              "data": [Path(p).name for p in args.data]}
@@ -170,6 +170,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--size", type=int, default=256, help="training crop size (multiple of 16)")
     t.add_argument("--batch", type=int, default=4)
     t.add_argument("--width", type=int, default=32, help="network width (32 = paper)")
+    t.add_argument("--head", choices=("faithful", "linear"),  # network.HEADS; the parser is built without torch
+                   help="decoder's last layer: faithful (InstanceNorm + ReLU, as the paper; default for a new "
+                   "model) or linear (follows the input's brightness); an --init model keeps its own unless given")
     t.add_argument("--seed", type=int, default=777)
     t.add_argument("--init", help="start from this checkpoint (fine-tuning, resuming)")
     t.add_argument("--device", default="auto")

@@ -14,13 +14,18 @@ SCALES = (0.25, 0.5, 1.0)
 """Multi-scale perturbation factors, small to large; 1.0 is the image itself."""
 DOWNSAMPLING = 16
 """Total stride of an encoder: inputs are padded to a multiple of this."""
+HEADS = ("faithful", "linear")
+"""The decoder's last layer: 'faithful' ends in InstanceNorm + ReLU as the paper states, which fixes every
+output's mean and spread whatever the input's brightness; 'linear' ends at the transposed convolution
+(same parameters), so the output can follow the input's brightness."""
 
 
-def _conv(cin: int, cout: int, stride: int = 1, act: bool = True, transposed: bool = False) -> Convolution:
+def _conv(cin: int, cout: int, stride: int = 1, act: bool = True, transposed: bool = False,
+          conv_only: bool = False) -> Convolution:
     return Convolution(
         spatial_dims=2, in_channels=cin, out_channels=cout, strides=stride, kernel_size=3,
         act="RELU" if act else None, norm="INSTANCE", is_transposed=transposed, padding=1,
-        output_padding=1 if transposed else None,
+        output_padding=1 if transposed else None, conv_only=conv_only,
     )
 
 
@@ -54,23 +59,25 @@ class Encoder(nn.Sequential):
 class Decoder(nn.Sequential):
     """Residual block at the bottleneck, then four stride-2 transposed convolutions back to one channel."""
 
-    def __init__(self, width: int = 32, out_channels: int = 1):
+    def __init__(self, width: int = 32, out_channels: int = 1, head: str = "faithful"):
         widths = _widths(width)[::-1]
         layers: list[nn.Module] = [ResidualBlock(widths[0])]
         for cin, cout in zip(widths, widths[1:]):
             layers += [_conv(cin, cout, stride=2, transposed=True), ResidualBlock(cout)]
-        layers.append(_conv(widths[-1], out_channels, stride=2, transposed=True))
+        layers.append(_conv(widths[-1], out_channels, stride=2, transposed=True, conv_only=head == "linear"))
         super().__init__(*layers)
 
 
 class Speckle2SelfNet(nn.Module):
     """Training model: one encoder per perturbation scale, one shared decoder."""
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, head: str = "faithful"):
         super().__init__()
-        self.width = width
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        self.width, self.head = width, head
         self.encoders = nn.ModuleList(Encoder(width) for _ in SCALES)
-        self.decoder = Decoder(width)
+        self.decoder = Decoder(width, head=head)
 
     def forward(self, perturbed: list[torch.Tensor]) -> list[torch.Tensor]:
         """Decode each scale's perturbed image from its own encoder."""

@@ -18,7 +18,7 @@ from .errors import UserError
 from .inference import resolve_device
 from .jobs import Job
 from .losses import LossWeights, speckle2self_loss
-from .network import Speckle2SelfNet
+from .network import HEADS, SCALES, Speckle2SelfNet
 from .perturbation import perturb
 from .precision import autocast, resolve_precision
 from .weights import load_checkpoint, save_checkpoint, sha256
@@ -36,6 +36,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 777
     width: int = 32
+    head: str | None = None
+    """Decoder head (network.HEADS). None: an `init` model keeps its own, a new model is faithful; a
+    different head than the `init` model's is swapped in and calibrated (see `switch_head`)."""
     augment: bool = True
     loss: LossWeights = field(default_factory=LossWeights)
     checkpoint_minutes: float = 10.0
@@ -49,6 +52,8 @@ class TrainConfig:
             raise UserError("The training length must be positive", "e.g. --steps 200 or --minutes 30")
         if self.size < fr.MIN_SIDE or self.size % 16:
             raise UserError(f"Training size {self.size} must be a multiple of 16, at least 16", "e.g. --size 256")
+        if self.head is not None and self.head not in HEADS:
+            raise UserError(f"Unknown decoder head {self.head!r}", f"use one of {', '.join(HEADS)}")
         if self.batch < 1:
             raise UserError(f"Batch size must be at least 1, got {self.batch}", "e.g. --batch 4")
 
@@ -105,9 +110,25 @@ def _check_sources(sources: Sequence[np.ndarray]) -> list[np.ndarray]:
     return checked
 
 
-def _initial_model(init, width: int) -> tuple[Speckle2SelfNet, dict]:
+def switch_head(model: Speckle2SelfNet, head: str, images: torch.Tensor) -> Speckle2SelfNet:
+    """`model`'s weights under another decoder head. The heads share every parameter, so the new model
+    loads them all; a linear head then scales and shifts the last transposed convolution so that its
+    output fits `images` (the full-scale inputs, which the reconstruction loss asks for) in least squares."""
+    switched = Speckle2SelfNet(model.width, head).to(images.device)
+    switched.load_state_dict(model.state_dict())
+    if head == "linear":
+        last = switched.decoder[-1].conv
+        with torch.no_grad():
+            raw = switched([images] * len(SCALES))[-1].flatten()
+            gain, offset = np.polyfit(raw.cpu().double().numpy(), images.flatten().cpu().double().numpy(), 1)
+            last.weight.mul_(gain)
+            last.bias.mul_(gain).add_(offset)
+    return switched
+
+
+def _initial_model(init, width: int, head: str | None) -> tuple[Speckle2SelfNet, dict]:
     if init is None:
-        return Speckle2SelfNet(width), {}
+        return Speckle2SelfNet(width, head or "faithful"), {}
     if isinstance(init, Speckle2SelfNet):
         return init, {}
     model, card = load_checkpoint(init)
@@ -134,13 +155,17 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
     sources = _check_sources(sources)
     dev = resolve_device(device)
     precision = resolve_precision(config.precision, dev)
-    model, init_card = _initial_model(init, config.width)
-    model = model.to(dev).train()
+    model, init_card = _initial_model(init, config.width, config.head)
+    model = model.to(dev)
 
     def work(job: Job):
+        nonlocal model
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
         sampler = CropSampler(sources, config.size, rng)
+        if config.head is not None and config.head != model.head:
+            model = switch_head(model.eval(), config.head, sampler.batch(16).to(dev))
+        model.train()
         transform = augmentation(config.size, config.seed)
         optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
         history: list[tuple[int, float, float]] = []
@@ -152,7 +177,7 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
             seconds = time.perf_counter() - start
             return {**(card_extra or {}),
                     "config": {**{k: v for k, v in asdict(config).items() if k != "checkpoint_minutes"},
-                               "precision": precision},
+                               "precision": precision, "head": model.head, "width": model.width},
                     "steps": step, "seconds": round(seconds, 1),
                     "cumulative_steps": init_card.get("cumulative_steps", 0) + step,
                     "cumulative_hours": round(init_card.get("cumulative_hours", 0.0) + seconds / 3600, 4),

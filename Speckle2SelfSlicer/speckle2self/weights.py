@@ -68,10 +68,10 @@ def save_checkpoint(model: "Speckle2SelfNet", path: Path, card: dict, half: bool
         raise UserError(f"Output folder {path.parent} does not exist", "create it or choose another --out")
     dtype = torch.float16 if half else torch.float32
     state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
-    checkpoint = {"format": FORMAT, "width": model.width, "state_dict": state,
+    checkpoint = {"format": FORMAT, "width": model.width, "head": model.head, "state_dict": state,
                   "config": json.dumps(card.get("config", {})), "code_version": code_version()}
     _atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
-    card = {**card, "width": model.width, "code_version": checkpoint["code_version"],
+    card = {**card, "width": model.width, "head": model.head, "code_version": checkpoint["code_version"],
             "weights_file": path.name, "sha256": sha256(path)}
     _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
     return card
@@ -98,7 +98,7 @@ def load_checkpoint(weights: Path | str | None = None) -> tuple["Speckle2SelfNet
     """
     import torch
 
-    from .network import Speckle2SelfNet
+    from .network import HEADS, Speckle2SelfNet
 
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if not path.is_file():
@@ -122,11 +122,12 @@ def load_checkpoint(weights: Path | str | None = None) -> tuple["Speckle2SelfNet
         raise UserError(f"{path} is not a Speckle2Self checkpoint",
                         "use a checkpoint written by `speckle2self train`")
     width, state = checkpoint.get("width"), checkpoint.get("state_dict")
-    misfit = UserError(f"Weights {path} do not fit the Speckle2Self network (width {width!r})",
+    head = checkpoint.get("head", "faithful")  # checkpoints before the head option were faithful
+    misfit = UserError(f"Weights {path} do not fit the Speckle2Self network (width {width!r}, head {head!r})",
                        "use a checkpoint written by `speckle2self train`")
-    if not (isinstance(width, int) and 1 <= width <= MAX_WIDTH and isinstance(state, dict)):
+    if not (isinstance(width, int) and 1 <= width <= MAX_WIDTH and isinstance(state, dict) and head in HEADS):
         raise misfit
-    model = Speckle2SelfNet(width=width)
+    model = Speckle2SelfNet(width=width, head=head)
     try:
         model.load_state_dict({k: v.float() for k, v in state.items()})
     except (RuntimeError, AttributeError):  # other shapes or names; values that are not tensors

@@ -1,0 +1,59 @@
+"""Fine-tuning on one held-out real sequence: homogeneity and gCNR against CPU seconds of fine-tuning.
+
+Each budget is a separate fine-tune from the same starting weights, configured exactly as the Slicer
+module's fine-tuning (Speckle2SelfSlicerLib.logic: `train_job`, crops of up to 256, automatic precision).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import frames as fr
+from .benchmark_sets import REAL_IMAGES, RealImage, shape_mask
+from .errors import UserError
+from .image_io import read_image
+from .inference import despeckle
+from .metrics import gcnr, homogeneity
+from .training import TrainConfig, train_job
+from .weights import DEFAULT_WEIGHTS
+
+HELD_OUT = "pluslibdata/Prostate10_video.igs.mhd"
+
+
+def _scores(stack: np.ndarray, marked: RealImage) -> dict:
+    """Mean whole-frame homogeneity over the frames, and gCNR of the marked regions of the marked frame."""
+    top, left, height, width = marked.crop
+    crop = stack[marked.frame, top:top + height, left:left + width]
+    target, outside = (shape_mask(crop.shape, region) for region in (marked.target, marked.background))
+    return {"homogeneity": float(np.mean([homogeneity(frame) for frame in stack])),
+            "gcnr": gcnr(crop, target, outside)}
+
+
+def finetune_curve(data: Path, seconds: tuple[float, ...] = (30, 60, 120), weights: Path | None = None,
+                   progress=None) -> list[dict]:
+    """Scores of the held-out sequence as given, despeckled by `weights` and after each fine-tuning budget."""
+    marked = next(image for image in REAL_IMAGES if image.file == HELD_OUT)
+    path = Path(data) / HELD_OUT
+    if not path.is_file():
+        raise UserError(f"Held-out sequence {path} not found", "pass --data with the shared data folder")
+    stack = fr.grey_stack(read_image(path).array)
+    init = weights or DEFAULT_WEIGHTS
+    rows = [{"seconds": None, "model": "input", **_scores(stack, marked)},
+            {"seconds": 0.0, "model": Path(init).name, **_scores(despeckle(stack, weights=init), marked)}]
+    size = min(256, min(stack.shape[-2:]) // 16 * 16)
+    for budget in seconds:
+        job = train_job([stack], TrainConfig(minutes=budget / 60, size=size), init=init, device="auto")
+        result = job.run(progress)
+        model = result.model.eval()
+        rows.append({"seconds": float(budget), "model": "fine-tuned", "steps": result.card["steps"],
+                     **_scores(despeckle(stack, model=model), marked)})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| fine-tuning (s) | steps | homogeneity | gCNR |", "|---|---|---|---|"]
+    for row in rows:
+        budget = "input" if row["seconds"] is None else f"{row['seconds']:.0f}"
+        lines.append(f"| {budget} | {row.get('steps', 0)} | {row['homogeneity']:.3f} | {row['gcnr']:.3f} |")
+    return "\n".join(lines)

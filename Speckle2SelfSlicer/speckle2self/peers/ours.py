@@ -1,0 +1,30 @@
+"""Speckle2Self as two benchmark rows: the shipped model, and a model trained from scratch on the
+benchmark's own training images under the same budget as the learned peers."""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from ..inference import despeckle
+from ..training import TrainConfig, train_job
+from .learned import Budget, Trainer, TrainingSet, crop_size
+
+
+def shipped(image: np.ndarray, budget: Budget) -> np.ndarray:
+    """The default shipped weights, as `speckle2self despeckle` runs them."""
+    return despeckle(image, device=budget.device, precision=budget.precision)
+
+
+def same_budget(data: TrainingSet, budget: Budget) -> Trainer:
+    """Self-supervised Speckle2Self training (`train_job`) for `budget.seconds` on the noisy images."""
+    config = TrainConfig(minutes=budget.seconds / 60, size=crop_size(budget.size, data.noisy), batch=budget.batch,
+                         width=budget.width, seed=budget.seed, precision=budget.precision)
+    job = train_job(list(data.noisy), config, device=budget.device)
+    for progress in job:
+        yield progress.message
+    return partial(_despeckle_with, job.result.model, budget)
+
+
+def _despeckle_with(model, budget: Budget, image: np.ndarray) -> np.ndarray:
+    return despeckle(image, model=model, device=budget.device, precision=budget.precision)

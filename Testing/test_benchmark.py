@@ -1,0 +1,87 @@
+"""`speckle2self bench`: the quick run end to end, bad input, cancel, tuning and the real-image regions."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA
+from speckle2self.benchmark import QUICK_CONFIG, _grid_scores, benchmark_job
+from speckle2self.benchmark_sets import REAL_IMAGES, real_set
+from speckle2self.cli import main
+from speckle2self.errors import Cancelled
+from speckle2self.peers import QUICK, select
+from speckle2self.peers.learned import Budget
+from speckle2self.simulate import SETTINGS, simulate_set
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_quick_benchmark_writes_the_table_figure_and_every_number(tmp_path, capsys):
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark.json", "benchmark.md", "benchmark.png"]
+    report = (tmp_path / "benchmark.md").read_text()
+    assert "| Method | S-I PSNR / SSIM / Hom | S-II PSNR / SSIM / Hom | S-III PSNR / SSIM / Hom |" in report
+    assert "**Without clean data**" in report and "**With clean data" in report
+    assert report.split("## Results")[1].split("##")[0].strip() in printed
+    numbers = json.loads((tmp_path / "benchmark.json").read_text())
+    real = SHARED_DATA.is_dir()
+    assert set(numbers["sets"]) == set(SETTINGS) | ({"real"} if real else set())
+    assert [m["key"] for m in numbers["methods"]] == list(QUICK)
+    for method in numbers["methods"]:
+        scores = numbers["scores"][method["key"]]
+        for setting in SETTINGS:
+            assert all(math.isfinite(scores[setting][metric]["mean"]) for metric in ("psnr", "ssim", "hom"))
+            assert len(scores[setting]["psnr"]["values"]) == QUICK_CONFIG.test_count
+        if real:
+            assert ("real" in scores) == (not method["uses_clean_data"])
+    from PIL import Image
+    assert min(Image.open(tmp_path / "benchmark.png").size) > 100
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "median", "wiener"], "Unknown benchmark method(s): wiener"),
+    (["--data", "/no/such/folder"], "Data folder /no/such/folder not found"),
+    (["--budget", "0"], "budget must be positive"),
+])
+def test_bad_bench_options_fail_in_one_line_before_any_work(args, message, tmp_path, capsys):
+    assert main(["bench", "--quick", "--out", str(tmp_path), *args]) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_benchmark_job_can_be_cancelled():
+    job = benchmark_job(replace(QUICK_CONFIG, data=None))
+    next(iter(job))
+    job.cancel()
+    with pytest.raises(Cancelled):
+        job.run()
+
+
+def test_tune_prints_every_grid_value_and_marks_the_best_psnr(capsys):
+    assert main(["bench", "--tune", "--count", "1", "--methods", "lee"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [float(r[2]) for r in rows] == list(select(["lee"])[1].grid)
+    marked = [r for r in rows if r[5].strip() == "<-"]
+    assert len(marked) == 1 and float(marked[0][3]) == max(float(r[3]) for r in rows)
+
+
+def test_tuning_an_iteration_count_reads_one_trajectory():
+    dip = replace(select(["dip"])[1], grid=(2, 4))
+    images = simulate_set("S-II", 1, 64 + 32)
+    scores = _grid_scores(dip, images, Budget(seconds=0.0))
+    assert [value for value, _, _ in scores] == [2, 4]
+    assert all(np.isfinite([p, s]).all() for _, p, s in scores)
+
+
+def test_real_regions_mark_a_dark_target_beside_speckle(shared_data):
+    real = real_set(shared_data)
+    assert len(real.images) == len(REAL_IMAGES)
+    for image, regions in zip(real.images, real.regions):
+        assert all(mask.sum() >= 200 for mask in regions.values())
+        assert image[regions["target"]].mean() < 0.7 * image[regions["background"]].mean()
