@@ -47,12 +47,22 @@ def test_quick_benchmark_writes_the_table_figure_and_every_number(tmp_path, caps
     (["--methods", "median", "wiener"], "Unknown benchmark method(s): wiener"),
     (["--data", "/no/such/folder"], "Data folder /no/such/folder not found"),
     (["--budget", "0"], "budget must be positive"),
+    (["--weights", "/no/such/model.pt"], "/no/such/model.pt"),
 ])
 def test_bad_bench_options_fail_in_one_line_before_any_work(args, message, tmp_path, capsys):
     assert main(["bench", "--quick", "--out", str(tmp_path), *args]) == 2
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_candidate_weights_are_scored_beside_the_shipped_model(tiny_weights):
+    config = replace(QUICK_CONFIG, data=None, methods=("input", "s2s"), test_count=1, weights=tiny_weights)
+    result = benchmark_job(config).run()
+    assert [m.key for m in result.methods] == ["input", "s2s", "s2s-candidate"]
+    assert "tiny.pt" in result.methods[-1].name
+    shipped, candidate = (result.scores[k]["S-II"]["psnr"][0] for k in ("s2s", "s2s-candidate"))
+    assert math.isfinite(candidate) and candidate != shipped
 
 
 def test_the_benchmark_job_can_be_cancelled():
@@ -85,3 +95,15 @@ def test_real_regions_mark_a_dark_target_beside_speckle(shared_data):
     for image, regions in zip(real.images, real.regions):
         assert all(mask.sum() >= 200 for mask in regions.values())
         assert image[regions["target"]].mean() < 0.7 * image[regions["background"]].mean()
+
+
+def test_finetune_curve_scores_the_held_out_sequence_before_and_after(shared_data, tiny_weights, tmp_path, capsys):
+    out = tmp_path / "finetune.md"
+    assert main(["finetune-curve", "--data", str(shared_data), "--weights", str(tiny_weights), "--seconds", "1",
+                 "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split("|")[1].strip() for row in rows] == ["input", "0", "1"]
+    steps = int(rows[-1].split("|")[2])
+    homogeneity = [float(row.split("|")[3]) for row in rows]
+    assert steps >= 1 and all(0 < h <= 1 for h in homogeneity)
+    assert "Prostate10_video.igs.mhd" in out.read_text() and rows[-1] in capsys.readouterr().out

@@ -5,7 +5,7 @@ import pytest
 
 from speckle2self.errors import Cancelled, UserError
 from speckle2self.inference import despeckle
-from speckle2self.training import TrainConfig, train, train_job
+from speckle2self.training import TrainConfig, switch_head, train, train_job
 from speckle2self.weights import card_path, load_checkpoint
 
 
@@ -31,6 +31,27 @@ def test_checkpoint_card_and_fine_tuning_accumulate(tmp_path, sample_array):
     assert despeckle(image, model=model).shape == image.shape
 
 
+def test_switching_to_the_linear_head_keeps_the_weights_and_fits_the_brightness(tmp_path, tiny_weights):
+    import torch
+
+    model, _ = load_checkpoint(tiny_weights)
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.uniform(0.5, 0.9, (4, 1, 32, 32)).astype(np.float32))
+    linear = switch_head(model, "linear", images)
+    assert linear.head == "linear" and model.head == "faithful"
+    before, after = model.state_dict(), linear.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith(f"decoder.{len(model.decoder) - 1}."))
+    with torch.no_grad():
+        out = linear([images] * 3)[-1]
+    assert abs(float(out.mean()) - float(images.mean())) < 0.01  # the faithful head's mean cannot follow
+    tuned = train([images[:, 0].numpy()], TrainConfig(steps=1, size=32, batch=2, head="linear"), init=tiny_weights,
+                  out=tmp_path / "linear.pt")
+    reloaded, card = load_checkpoint(tmp_path / "linear.pt")
+    assert tuned.model.head == reloaded.head == card["head"] == card["config"]["head"] == "linear"
+    kept = train([images[:, 0].numpy()], TrainConfig(steps=1, size=32, batch=2), init=tmp_path / "linear.pt")
+    assert kept.model.head == "linear"
+
+
 def test_cancel_writes_nothing(tmp_path, sample_array):
     out = tmp_path / "model.pt"
     job = train_job([sample_array], TrainConfig(steps=50, size=32, batch=2, width=8), out=out)
@@ -42,7 +63,8 @@ def test_cancel_writes_nothing(tmp_path, sample_array):
 
 
 @pytest.mark.parametrize("config", [TrainConfig(), TrainConfig(steps=1, minutes=1), TrainConfig(steps=0),
-                                    TrainConfig(steps=1, size=40), TrainConfig(steps=1, batch=0)])
+                                    TrainConfig(steps=1, size=40), TrainConfig(steps=1, batch=0),
+                                    TrainConfig(steps=1, head="sigmoid")])
 def test_bad_configs_are_refused(sample_array, config):
     with pytest.raises(UserError):
         train_job([sample_array], config)

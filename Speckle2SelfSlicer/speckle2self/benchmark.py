@@ -19,9 +19,10 @@ from .errors import UserError
 from .inference import resolve_device
 from .jobs import Job, Progress
 from .metrics import edge_beta, enl, gcnr, homogeneity, psnr, snr, ssim
-from .peers import QUICK, Method, select
+from .peers import QUICK, Method, candidate, select
 from .peers.learned import Budget, Trainer
 from .simulate import simulate_set
+from .weights import load_checkpoint
 
 EDGE_BAND = 3
 """Edge beta is measured within this many pixels of the echogenicity map's boundaries."""
@@ -41,6 +42,8 @@ class BenchConfig:
     data: Path | None = None
     real_count: int | None = None
     quick: bool = False
+    weights: Path | None = None
+    """Other Speckle2Self weights to score beside the shipped model (an extra row), or None."""
 
 
 QUICK_CONFIG = BenchConfig(size=128, test_count=2, train_count=4, budget=Budget(seconds=1.5, size=64, width=8),
@@ -49,7 +52,8 @@ QUICK_CONFIG = BenchConfig(size=128, test_count=2, train_count=4, budget=Budget(
 
 
 def bench_config(quick: bool = False, seconds: float | None = None, methods: list[str] | None = None,
-                 data: str | Path | None = None, count: int | None = None, device: str = "cpu") -> BenchConfig:
+                 data: str | Path | None = None, count: int | None = None, device: str = "cpu",
+                 weights: str | Path | None = None) -> BenchConfig:
     """The full or quick configuration with the command line's overrides. Without `data` the shared
     folder beside the repository is used when it exists; a `data` folder that does not exist is an error."""
     config = QUICK_CONFIG if quick else BenchConfig()
@@ -64,9 +68,11 @@ def bench_config(quick: bool = False, seconds: float | None = None, methods: lis
     if count is not None and count < 1:
         raise UserError(f"The image count must be at least 1, got {count}", "e.g. --count 8")
     select(methods)  # unknown names fail here, before any work
+    if weights is not None:
+        load_checkpoint(weights)  # so do missing or foreign weights
     budget = replace(config.budget, seconds=seconds or config.budget.seconds, device=str(resolve_device(device)))
     return replace(config, budget=budget, data=folder, methods=tuple(methods) if methods else config.methods,
-                   test_count=count or config.test_count)
+                   test_count=count or config.test_count, weights=Path(weights) if weights else None)
 
 
 @dataclass
@@ -129,6 +135,8 @@ def _relay(job: Job, trainer: Trainer, done: float, total: float, prefix: str) -
 def benchmark_job(config: BenchConfig) -> Job[BenchResult]:
     """The whole benchmark as a job: progress per image and per training step, cancel any time."""
     chosen = select(list(config.methods) if config.methods else None)
+    if config.weights is not None:
+        chosen.append(candidate(str(config.weights)))
     methods = [m for m in chosen if m.available()]
     skipped = {m.name: f"`{m.requires}` is not installed (pip install 'speckle2self[bench]')"
                for m in chosen if not m.available()}

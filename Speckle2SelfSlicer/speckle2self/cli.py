@@ -128,12 +128,26 @@ def cmd_bench(args) -> None:
     if args.tune:
         print(tuning_table(tune(args.count or 4, methods=args.methods, device=args.device)))
         return
-    config = bench_config(args.quick, args.budget, args.methods, args.data, args.count, args.device)
+    config = bench_config(args.quick, args.budget, args.methods, args.data, args.count, args.device, args.weights)
     out = output_folder(args.out, args.quick)
     result = _progress_bar(benchmark_job(config), "task")
     print(main_table(result))
     for path in write_report(result, out, "speckle2self " + shlex.join(args.argv)):
         print(path)
+
+
+def cmd_finetune_curve(args) -> None:
+    from .benchmark_sets import DEFAULT_DATA
+    from .finetune_curve import HELD_OUT, finetune_curve, markdown
+
+    rows = finetune_curve(Path(args.data or DEFAULT_DATA), tuple(args.seconds), args.weights)
+    table = markdown(rows)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(f"# Fine-tuning on a held-out sequence\n\n`{HELD_OUT}` (never used in training), "
+                                  f"fine-tuned as the Slicer module does; `speckle2self {shlex.join(args.argv)}`"
+                                  f"\n\n{table}\n")
+        print(args.out)
 
 
 def _precision_option(command: argparse.ArgumentParser) -> None:
@@ -202,8 +216,17 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--count", type=int, help="test images per simulated set (default 8; --tune: S-II images, 4)")
     q.add_argument("--methods", nargs="+", metavar="KEY", help="only these methods (keys as in docs/benchmark.md)")
     q.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    q.add_argument("--weights", help="also score these Speckle2Self weights (row s2s-candidate) beside the shipped ones")
     q.add_argument("--tune", action="store_true", help="score each method's grid on S-II and print it; no benchmark")
     q.set_defaults(func=cmd_bench)
+
+    f = sub.add_parser("finetune-curve", help="homogeneity and gCNR of a held-out real sequence against "
+                       "seconds of fine-tuning")
+    f.add_argument("--data", help="shared data folder (default: ../shared/data)")
+    f.add_argument("--weights", help="starting weights (default: the shipped model)")
+    f.add_argument("--seconds", type=float, nargs="+", default=[30, 60, 120], help="fine-tuning budgets")
+    f.add_argument("--out", help="write the table to this markdown file")
+    f.set_defaults(func=cmd_finetune_curve)
 
     i = sub.add_parser("info", help="print model and device information as JSON")
     i.add_argument("--weights")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -101,6 +102,12 @@ METHODS: tuple[Method, ...] = (
 )
 QUICK = ("input", "median", "lee", "srad", "nlm", "gradient", "n2v", "s2s-budget", "s2s", "supervised")
 """The methods of `bench --quick`: a few of each kind that run in seconds on tiny images."""
+
+
+def candidate(weights: str) -> Method:
+    """A row for other Speckle2Self weights (a model in the making), run as the shipped model is."""
+    return Method("s2s-candidate", f"Speckle2Self ({Path(weights).name})", "self-supervised", ours.shipped,
+                  {"weights": str(weights)}, needs_budget=True)
 
 
 def select(keys: list[str] | None = None) -> list[Method]:

@@ -11,9 +11,9 @@ from ..training import TrainConfig, train_job
 from .learned import Budget, Trainer, TrainingSet, crop_size
 
 
-def shipped(image: np.ndarray, budget: Budget) -> np.ndarray:
-    """The default shipped weights, as `speckle2self despeckle` runs them."""
-    return despeckle(image, device=budget.device, precision=budget.precision)
+def shipped(image: np.ndarray, budget: Budget, weights: str | None = None) -> np.ndarray:
+    """The shipped weights (or a candidate's `weights`), as `speckle2self despeckle` runs them."""
+    return despeckle(image, weights=weights, device=budget.device, precision=budget.precision)
 
 
 def same_budget(data: TrainingSet, budget: Budget) -> Trainer:
