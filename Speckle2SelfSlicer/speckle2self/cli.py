@@ -150,6 +150,21 @@ def cmd_finetune_curve(args) -> None:
         print(args.out)
 
 
+def cmd_ablation(args) -> None:
+    from .ablation import ablation_job, markdown
+
+    if not args.budget > 0:
+        raise UserError(f"The training budget must be positive, got {args.budget}", "e.g. --budget 120")
+    rows = _progress_bar(ablation_job(args.budget, args.setting, device=args.device), "s")
+    table = markdown(rows)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(f"# Ablation on {args.setting}\n\n`speckle2self {shlex.join(args.argv)}`: each "
+                                  f"variant trained from scratch for {args.budget:g} s (times its budget multiple) "
+                                  f"on the setting's training images, scored on its test images.\n\n{table}\n")
+        print(args.out)
+
+
 def _precision_option(command: argparse.ArgumentParser) -> None:
     command.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                          help="auto: bf16 where the CPU/GPU runs it fast, else fp32 (the reference path)")
@@ -227,6 +242,13 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--seconds", type=float, nargs="+", default=[30, 60, 120], help="fine-tuning budgets")
     f.add_argument("--out", help="write the table to this markdown file")
     f.set_defaults(func=cmd_finetune_curve)
+
+    a = sub.add_parser("ablation", help="train each design variant from scratch under one budget and score it")
+    a.add_argument("--budget", type=float, default=120.0, help="training seconds of the reference variant")
+    a.add_argument("--setting", default="S-II", choices=("S-I", "S-II", "S-III"))
+    a.add_argument("--device", default="cpu")
+    a.add_argument("--out", help="write the table to this markdown file")
+    a.set_defaults(func=cmd_ablation)
 
     i = sub.add_parser("info", help="print model and device information as JSON")
     i.add_argument("--weights")
