@@ -55,6 +55,26 @@ def test_despeckle_with_fine_tuning_first(tmp_path, tiny_weights):
     assert _read(out)[1].shape == (80, 96)
 
 
+def test_evaluate_reports_homogeneity_and_that_the_outside_of_the_sector_stays_black(tiny_weights, capsys):
+    assert main(["evaluate", str(SAMPLE), "--weights", str(tiny_weights), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["file"] == SAMPLE.name and row["frames"] == 1
+    assert 0 < row["hom_before"] < row["hom_after"] <= 1
+    assert row["outside_kept"] == 1.0
+
+
+def test_outside_kept_counts_lit_background_pixels():
+    from speckle2self.evaluation import outside_kept
+
+    before = np.zeros((2, 40, 40), np.uint8)
+    before[:, 10:30, 10:30] = 100
+    after = before.copy()
+    after[1, :5, :5] = 1  # a halo in one corner of the second frame
+    outside = 2 * (40 * 40 - 20 * 20)
+    assert outside_kept(before, after) == pytest.approx((outside - 25) / outside)
+    assert np.isnan(outside_kept(before[:, 10:30, 10:30], after[:, 10:30, 10:30]))
+
+
 def test_train_and_info(tmp_path, capsys):
     weights = tmp_path / "w.pt"
     assert main(["train", str(SAMPLE), "--out", str(weights), "--steps", "2", "--size", "32",

@@ -1,4 +1,4 @@
-"""Command line: `speckle2self despeckle | train | evaluate | bench-speed | bench | info`."""
+"""Command line: `speckle2self despeckle | train | evaluate | bench-speed | bench | finetune-curve | ablation | info`."""
 from __future__ import annotations
 
 import argparse
@@ -209,7 +209,7 @@ def parser() -> argparse.ArgumentParser:
     _precision_option(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="GLCM homogeneity before/after and time per frame, per file")
+    e = sub.add_parser("evaluate", help="GLCM homogeneity before/after, outside-sector zeros kept and time per frame, per file")
     e.add_argument("inputs", nargs="+")
     e.add_argument("--weights")
     e.add_argument("--device", default="auto")
