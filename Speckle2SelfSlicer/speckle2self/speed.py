@@ -249,9 +249,11 @@ def markdown(results: dict) -> str:
              f"bf16 fast here: {'yes' if m['bf16_fast'] else 'no'}. "
              f"Matrix-multiply peak: {peaks['fp32']:.0f} GFLOP/s fp32, {peaks['bf16']:.0f} GFLOP/s bf16.",
              "", "## Inference paths (one frame per call)", "",
-             "| size | path | ms/frame | GFLOP/s | of fp32 peak | first call (s) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['size']} | {r['path']} | {r['ms_per_frame']:.1f} | {r['gflops']:.0f} | "
-              f"{r['peak_fraction']:.0%} | {r['first_call_s']:.1f} |" for r in results["paths"]]
+             "| size | path | ms/frame | speed-up over eager fp32 | GFLOP/s | of fp32 peak | first call (s) |",
+             "|---|---|---|---|---|---|---|"]
+    eager = {r["size"]: r["ms_per_frame"] for r in results["paths"] if r["path"] == results["paths"][0]["path"]}
+    lines += [f"| {r['size']} | {r['path']} | {r['ms_per_frame']:.1f} | {eager[r['size']] / r['ms_per_frame']:.2f}x | "
+              f"{r['gflops']:.0f} | {r['peak_fraction']:.0%} | {r['first_call_s']:.1f} |" for r in results["paths"]]
     lines += ["", f"## `despeckle()` end to end (uint8 stack, normalisation and background included)", "",
               "| frame | path | ms/frame |", "|---|---|---|"]
     lines += [f"| {r['shape']} | {r['path']} | {r['ms_per_frame']:.1f} |" for r in results["despeckle"]]
@@ -265,6 +267,9 @@ def markdown(results: dict) -> str:
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['frames']} | {r['size']} | {r['precision']} | {r['seconds']:.1f} | {r['ms_per_frame']:.0f} | "
               f"{r['peak_rss_mib']:.0f} | {r['buffers_mib']:.0f} |" for r in results["cine"]]
+    lines += ["", "Peak RSS beyond the input and output buffers: " + ", ".join(
+        f"{r['frames']} frames {r['precision']} {r['peak_rss_mib'] - r['buffers_mib']:.0f} MiB" for r in results["cine"])
+        + " (flat in the number of frames when the figures for one precision agree)."]
     steps, size = results["training_step_s"], results["training_size"]
     lines += ["", f"## Fine-tuning step (three branches, batch 4, {size}x{size})", "",
               "| precision | seconds/step |", "|---|---|"]
