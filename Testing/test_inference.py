@@ -102,3 +102,27 @@ def test_isolated_dark_pixels_inside_the_image_are_not_background():
     image[30, 40] = image[31, 40] = image[50, 50] = 0   # dark speckle: not background
     mask = background(image)
     assert mask[:, :20].all() and mask.sum() == 64 * 20
+
+
+def test_brightness_matching_undoes_an_affine_change_and_leaves_unfit_outputs_alone():
+    from speckle2self.inference import brightness_matched
+
+    rng = np.random.default_rng(1)
+    source = rng.random((32, 48)).astype(np.float32)
+    inside = np.ones(source.shape, bool)
+    inside[:, :8] = False
+    squeezed = 0.5 * source + 0.3
+    squeezed[:, :8] = 0.0  # outside pixels do not take part in the fit
+    np.testing.assert_allclose(brightness_matched(squeezed, source, inside)[inside], source[inside], atol=1e-5)
+    flat, inverted = np.full_like(source, 0.4), 1.0 - source
+    assert brightness_matched(flat, source, inside) is flat
+    assert brightness_matched(inverted, source, inside) is inverted
+
+
+def test_despeckled_simulation_keeps_the_input_brightness():
+    from speckle2self.simulate import simulate
+
+    image = simulate("S-II", "layers", 128, seed=3).noisy
+    matched, own = (despeckle(image, device="cpu", match_brightness=m) for m in (True, False))
+    assert abs(matched.mean() - image.mean()) < 0.01
+    assert abs(matched.mean() - image.mean()) < abs(own.mean() - image.mean())

@@ -58,7 +58,7 @@ def cmd_despeckle(args) -> None:
         image = read_image(source)
         write_image(target, image.array, like=image, force=args.force, check_only=True)
         options = {"device": args.device, "gamma": args.gamma, "batch_size": args.batch, "memory_limit": memory_limit,
-                   "precision": args.precision}
+                   "precision": args.precision, "match_brightness": not args.network_brightness}
         job = despeckle_job(image.array, weights=args.weights, **options)  # checks pixels, weights, memory first
         if args.finetune_steps:
             job = despeckle_job(image.array, model=_finetune(fr.grey_stack(image.array), args), **options)
@@ -180,6 +180,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--weights", help="checkpoint (default: the shipped model)")
     d.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     d.add_argument("--gamma", type=float, default=1.0, help="display gamma applied to the output (default 1.0)")
+    d.add_argument("--network-brightness", action="store_true",
+                   help="keep the network's own brightness instead of fitting the output to the input's")
     d.add_argument("--batch", type=int, help="frames per batch (default: automatic, cache-sized on a CPU)")
     d.add_argument("--max-memory", type=float, help="GiB one batch of frames may use (default 8); batches "
                    "shrink to fit, a frame that needs more is refused")

@@ -86,14 +86,29 @@ def automatic_batch(h: int, w: int, device: torch.device) -> int:
     return max(1, CPU_BATCH_PIXELS // (h * w))
 
 
+def brightness_matched(output: np.ndarray, source: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """`output` under the affine map (positive gain) that best fits it to `source` over the `inside` pixels,
+    in least squares, clipped to [0, 1]. Training normalises each scale's image on its own and asks the
+    outputs to agree, so the network's level and contrast are a compromise between scales; this gives the
+    output the input's brightness back. Unchanged when no positive gain fits (e.g. a flat output)."""
+    o, x = output[inside].astype(np.float64), source[inside].astype(np.float64)
+    spread = o.var() if o.size > 1 else 0.0
+    gain = float(np.mean((o - o.mean()) * (x - x.mean())) / spread) if spread > 1e-12 else 0.0
+    if not gain > 0:
+        return output
+    return np.clip(gain * output + (x.mean() - gain * o.mean()), 0.0, 1.0).astype(np.float32)
+
+
 def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
                   model: InferenceNet | Speckle2SelfNet | None = None, device: str | torch.device = "auto",
                   gamma: float = 1.0, batch_size: int | None = None, memory_limit: int = MEMORY_LIMIT,
-                  precision: str = "auto") -> Job[np.ndarray]:
+                  precision: str = "auto", match_brightness: bool = True) -> Job[np.ndarray]:
     """A job that despeckles `array` (see `frames` for layouts) and returns a new array of the same
     shape, dtype and per-frame intensity range. The input is never modified. Batches (automatic by
     default) are made smaller to stay within `memory_limit` bytes; a frame that alone needs more is
-    refused before any work. `precision` 'fp32' is the reference path, 'auto' uses bf16 where fast."""
+    refused before any work. `precision` 'fp32' is the reference path, 'auto' uses bf16 where fast.
+    `match_brightness` maps each output frame onto its input's brightness (`brightness_matched`) before
+    the display `gamma`; False keeps the network's own min-max mapping."""
     layout = fr.validate(array)
     if not gamma > 0:
         raise UserError(f"Gamma must be positive, got {gamma}", "use e.g. --gamma 1.0")
@@ -116,13 +131,15 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
             normalised = [fr.normalise(g) for g in grey]
             batch = torch.from_numpy(np.stack([n[0] for n in normalised])[:, None]).to(dev)
             with torch.inference_mode(), autocast(precision, dev):
-                result = net(pad_to_multiple(batch))[:, 0, :h, :w].float()
-            if gamma != 1.0:
-                result = result.pow(gamma)
-            result = result.cpu().numpy()
-            for i, g, unit, (_, lo, hi) in zip(indices, grey, result, normalised):
+                result = net(pad_to_multiple(batch))[:, 0, :h, :w].float().cpu().numpy()
+            for i, g, unit, (source, lo, hi) in zip(indices, grey, result, normalised):
+                outside = fr.background(g)
+                if match_brightness:
+                    unit = brightness_matched(unit, source, ~outside)
+                if gamma != 1.0:
+                    unit = unit ** gamma
                 frame = fr.to_range(unit, lo, hi, array.dtype)
-                frame[fr.background(g)] = 0
+                frame[outside] = 0
                 fr.put_frame(out, layout, i, frame)
             yield job.progress(indices[-1] + 1, total, f"frame {indices[-1] + 1}/{total}")
         return out
