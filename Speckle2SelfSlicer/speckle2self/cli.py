@@ -1,4 +1,4 @@
-"""Command line: `speckle2self despeckle | train | evaluate | bench-speed | bench | finetune-curve | ablation | info`."""
+"""Command line: `speckle2self despeckle | train | evaluate | bench-speed | bench | simulate | finetune-curve | ablation | info`."""
 from __future__ import annotations
 
 import argparse
@@ -95,7 +95,7 @@ def cmd_info(args) -> None:
     print(json.dumps({
         "parameters_inference": count_parameters(model.inference_path()),
         "parameters_training": count_parameters(model),
-        "width": model.width, "weights_path": str(path), "weights_sha256": sha256(path),
+        "width": model.width, "head": model.head, "weights_path": str(path), "weights_sha256": sha256(path),
         "device": str(resolve_device(args.device)),
         "cumulative_steps": card.get("cumulative_steps"), "cumulative_hours": card.get("cumulative_hours"),
     }, indent=2))
@@ -133,6 +133,24 @@ def cmd_bench(args) -> None:
     result = _progress_bar(benchmark_job(config), "task")
     print(main_table(result))
     for path in write_report(result, out, "speckle2self " + shlex.join(args.argv)):
+        print(path)
+
+
+def cmd_simulate(args) -> None:
+    import numpy as np
+
+    from .benchmark import eight_bit
+    from .image_io import write_image
+    from .simulate import simulate_set
+
+    images = simulate_set(args.setting, args.count, args.size, args.seed)
+    stacks = {args.output: [i.noisy for i in images]}
+    if args.clean:
+        stacks[args.clean] = [i.clean for i in images]
+    for path in stacks:
+        write_image(path, np.zeros((1, 16, 16), np.uint8), force=args.force, check_only=True)
+    for path, frames in stacks.items():
+        write_image(path, eight_bit(np.stack(frames)), force=args.force)
         print(path)
 
 
@@ -236,6 +254,17 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--weights", help="also score these Speckle2Self weights (row s2s-candidate) beside the shipped ones")
     q.add_argument("--tune", action="store_true", help="score each method's grid on S-II and print it; no benchmark")
     q.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("simulate", help="write simulated B-mode images (8-bit stack) and optionally their clean "
+                       "references")
+    s.add_argument("-o", "--output", required=True, help="output file for the noisy stack (.nrrd .mha .npy ...)")
+    s.add_argument("--clean", help="also write the clean references to this file")
+    s.add_argument("--setting", default="S-II", choices=("S-I", "S-II", "S-III"))
+    s.add_argument("--count", type=int, default=24, help="images, cycling through the phantoms")
+    s.add_argument("--size", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0, help="first seed (the benchmark tests on 0.., trains on 10000..)")
+    s.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    s.set_defaults(func=cmd_simulate)
 
     f = sub.add_parser("finetune-curve", help="homogeneity and gCNR of a held-out real sequence against "
                        "seconds of fine-tuning")
