@@ -391,3 +391,17 @@ def test_gzip_truncation_is_caught_for_nifti(tmp_path):
     whole = gzip.decompress(path.read_bytes())
     path.write_bytes(gzip.compress(whole[: len(whole) - 100]))  # a valid gzip stream, but short
     assert "truncated" in user_error(read_image, path)
+
+
+def test_large_outputs_are_written_raw_unless_compression_is_asked_for(tmp_path):
+    from speckle2self.image_io import COMPRESS_LIMIT
+
+    small = np.random.default_rng(0).integers(0, 255, (4, 64, 64), dtype=np.uint8)
+    large = np.zeros((COMPRESS_LIMIT // (256 * 256) + 1, 256, 256), np.uint8)
+    cases = {"small.mha": (small, None, True), "large.mha": (large, None, False), "forced.mha": (large, True, True),
+             "raw.mha": (small, False, False)}
+    for name, (array, compress, expected) in cases.items():
+        write_image(tmp_path / name, array, compress=compress)
+        header = (tmp_path / name).read_bytes()[:1000]
+        assert (b"CompressedData = True" in header) == expected, name
+        np.testing.assert_array_equal(read_image(tmp_path / name).array, array)

@@ -126,3 +126,15 @@ def test_despeckled_simulation_keeps_the_input_brightness():
     matched, own = (despeckle(image, device="cpu", match_brightness=m) for m in (True, False))
     assert abs(matched.mean() - image.mean()) < 0.01
     assert abs(matched.mean() - image.mean()) < abs(own.mean() - image.mean())
+
+
+@pytest.mark.parametrize("density", [0.3, 0.7, 0.95])
+def test_separable_opening_equals_scipy_binary_opening(density):
+    from scipy import ndimage
+
+    from speckle2self.frames import opening
+
+    mask = np.random.default_rng(int(density * 100)).random((61, 47)) < density
+    mask[:, :9] = True  # a solid block touching the border
+    expected = ndimage.binary_opening(mask, structure=np.ones((5, 5), bool))
+    np.testing.assert_array_equal(opening(mask, 5), expected)

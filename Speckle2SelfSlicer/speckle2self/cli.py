@@ -63,7 +63,7 @@ def cmd_despeckle(args) -> None:
         if args.finetune_steps:
             job = despeckle_job(image.array, model=_finetune(fr.grey_stack(image.array), args), **options)
         result = _progress_bar(job, "frame")
-        write_image(target, result, like=image, force=args.force)
+        write_image(target, result, like=image, force=args.force, compress=args.compress or None)
         print(target)
         if args.preview:
             write_image(Path(args.preview), side_by_side(image.array, result), force=args.force)
@@ -198,6 +198,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--weights", help="checkpoint (default: the shipped model)")
     d.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     d.add_argument("--gamma", type=float, default=1.0, help="display gamma applied to the output (default 1.0)")
+    d.add_argument("--compress", action="store_true", help="compress NRRD/MetaImage outputs of any size "
+                   "(default: up to 16 MiB of pixels; ITK compresses in memory, about 4x the pixels)")
     d.add_argument("--network-brightness", action="store_true",
                    help="keep the network's own brightness instead of fitting the output to the input's")
     d.add_argument("--batch", type=int, help="frames per batch (default: automatic, cache-sized on a CPU)")

@@ -217,12 +217,19 @@ def _check_nifti_complete(path: Path, metadata: dict[str, str]) -> None:
 
 # ----------------------------------------------------------------------------------------------- writing
 
+COMPRESS_LIMIT = 16 * 2 ** 20
+"""NRRD and MetaImage pixel data up to this many bytes is compressed by default. ITK compresses a file
+whole, in memory (about four times the pixel data, measured) and at tens of MB/s on one core, so a long
+cine is written raw unless compression is asked for: memory stays flat in the number of frames."""
+
+
 def write_image(path, array: np.ndarray, like: ImageData | None = None, force: bool = False,
-                check_only: bool = False) -> None:
+                check_only: bool = False, compress: bool | None = None) -> None:
     """Write `array` atomically, with the geometry and metadata of `like` (the image it came from).
 
     `array` has the layout of `like.array` (or any despeckler layout without `like`); its dtype is kept.
     With `check_only`, only check that the write would be accepted (before a long computation).
+    `compress` (NRRD, MetaImage): None compresses up to COMPRESS_LIMIT bytes of pixels.
     """
     path = Path(path)
     ext = _check_target(path, like, force)
@@ -237,7 +244,8 @@ def write_image(path, array: np.ndarray, like: ImageData | None = None, force: b
         _write_atomically(path, lambda target: _save_npy(target, array), like, force)
     else:
         image = _to_sitk(array, colour, ext, like)
-        _write_atomically(path, lambda target: _save_sitk(target, image, ext, like), like, force)
+        compress = (array.nbytes <= COMPRESS_LIMIT if compress is None else compress) and ext in NRRD + METAIMAGE
+        _write_atomically(path, lambda target: _save_sitk(target, image, ext, like, compress), like, force)
 
 
 def _check_target(path: Path, like: ImageData | None, force: bool) -> str:
@@ -324,8 +332,8 @@ def _save_npy(target: Path, array: np.ndarray) -> None:
         np.save(stream, array)
 
 
-def _save_sitk(target: Path, image: sitk.Image, ext: str, like: ImageData | None) -> None:
-    sitk.WriteImage(image, str(target), useCompression=ext in NRRD + METAIMAGE)
+def _save_sitk(target: Path, image: sitk.Image, ext: str, like: ImageData | None, compress: bool) -> None:
+    sitk.WriteImage(image, str(target), useCompression=compress)
     if ext == ".seq.nrrd":
         metadata = like.metadata if like is not None else {}
         _mark_frame_axis(target, metadata.get("NRRD_labels[pixel]", "frame"), metadata.get("NRRD_units[pixel]", ""))
