@@ -405,3 +405,17 @@ def test_large_outputs_are_written_raw_unless_compression_is_asked_for(tmp_path)
         header = (tmp_path / name).read_bytes()[:1000]
         assert (b"CompressedData = True" in header) == expected, name
         np.testing.assert_array_equal(read_image(tmp_path / name).array, array)
+
+
+def test_an_image_without_pixels_still_describes_the_output(tmp_path):
+    source = tmp_path / "source.nrrd"
+    array = np.arange(3 * 20 * 30, dtype=np.int16).reshape(3, 20, 30)
+    write_image(source, array)
+    image = read_image(source)
+    bare = image.without_pixels()
+    assert bare.array.shape == image.array.shape and bare.array.dtype == image.array.dtype
+    assert bare.array.strides == (0, 0, 0) and bare.spacing == image.spacing
+    write_image(tmp_path / "out.nrrd", array[::-1].copy(), like=bare)
+    written = read_image(tmp_path / "out.nrrd")
+    np.testing.assert_array_equal(written.array, array[::-1])
+    assert written.spacing == image.spacing and written.origin == image.origin

@@ -63,6 +63,9 @@ def cmd_despeckle(args) -> None:
         if args.finetune_steps:
             job = despeckle_job(image.array, model=_finetune(fr.grey_stack(image.array), args), **options)
         result = _progress_bar(job, "frame")
+        if not args.preview:  # free the input before writing: SimpleITK copies the result once more
+            del job
+            image = image.without_pixels()
         write_image(target, result, like=image, force=args.force, compress=args.compress or None)
         print(target)
         if args.preview:

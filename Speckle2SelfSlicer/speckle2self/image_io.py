@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,11 @@ class ImageData:
     direction: tuple[float, ...] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     slices_per_frame: int = 1
+
+    def without_pixels(self) -> "ImageData":
+        """This image's description with a zero-size stand-in of the same shape and dtype for the pixels:
+        enough for `write_image(like=...)`, so a caller can free the input before writing a result."""
+        return replace(self, array=np.broadcast_to(np.zeros((), self.array.dtype), self.array.shape))
 
 
 def _extension(path: Path) -> str:
