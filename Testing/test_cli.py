@@ -90,6 +90,11 @@ def test_simulate_writes_noisy_and_clean_stacks_the_benchmark_can_regenerate(tmp
         assert np.abs(array - want).max() <= 0.5 + 1e-6
     assert main(["simulate", "--count", "1", "-o", str(tmp_path / "other.nrrd"), "--clean", str(clean)]) == 2
     assert not (tmp_path / "other.nrrd").exists()
+    for bad in (["--count", "0"], ["--clean", str(tmp_path / "same.nrrd")]):
+        assert main(["simulate", "-o", str(tmp_path / "same.nrrd"), *bad]) == 2
+        assert not (tmp_path / "same.nrrd").exists()
+    assert main(["ablation", "--out", str(tmp_path / "no" / "such.md")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_train_and_info(tmp_path, capsys):

@@ -37,10 +37,10 @@ def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
 
 
 def _finetune(image_array: np.ndarray, args) -> object:
-    from .training import TrainConfig, train_job
+    from .training import TrainConfig, fitting_size, train_job
 
-    size = min(args.finetune_size, *(s // 16 * 16 for s in image_array.shape[-2:]))
-    config = TrainConfig(steps=args.finetune_steps, size=size, precision=args.precision)
+    config = TrainConfig(steps=args.finetune_steps, size=fitting_size([image_array], args.finetune_size),
+                         precision=args.precision)
     return _progress_bar(train_job([image_array], config, init=args.weights, device=args.device), "step").model
 
 
@@ -146,29 +146,44 @@ def cmd_simulate(args) -> None:
     from .image_io import write_image
     from .simulate import simulate_set
 
+    if args.count < 1:
+        raise UserError(f"The image count must be at least 1, got {args.count}", "e.g. --count 24")
+    if args.clean and Path(args.clean).resolve() == Path(args.output).resolve():
+        raise UserError("--clean names the same file as --output", "give the clean references their own file")
     images = simulate_set(args.setting, args.count, args.size, args.seed)
-    stacks = {args.output: [i.noisy for i in images]}
+    stacks = {args.output: eight_bit(np.stack([i.noisy for i in images]))}
     if args.clean:
-        stacks[args.clean] = [i.clean for i in images]
-    for path in stacks:
-        write_image(path, np.zeros((1, 16, 16), np.uint8), force=args.force, check_only=True)
-    for path, frames in stacks.items():
-        write_image(path, eight_bit(np.stack(frames)), force=args.force)
+        stacks[args.clean] = eight_bit(np.stack([i.clean for i in images]))
+    for path, stack in stacks.items():  # every output is checked before the first is written
+        write_image(path, stack, force=args.force, check_only=True)
+    for path, stack in stacks.items():
+        write_image(path, stack, force=args.force)
         print(path)
+
+
+def _check_page(out: str | None) -> None:
+    """Refuse a markdown output whose folder is missing, before any work."""
+    if out and not Path(out).resolve().parent.is_dir():
+        raise UserError(f"The output folder {Path(out).parent} does not exist", "create it first")
+
+
+def _print_page(table: str, out: str | None, title: str, intro: str) -> None:
+    """Print a result table and, with `out`, write it as a markdown page under `title` and `intro`."""
+    print(table)
+    if out:
+        Path(out).write_text(f"# {title}\n\n{intro}\n\n{table}\n")
+        print(out)
 
 
 def cmd_finetune_curve(args) -> None:
     from .benchmark_sets import DEFAULT_DATA
     from .finetune_curve import HELD_OUT, finetune_curve, markdown
 
+    _check_page(args.out)
     rows = finetune_curve(Path(args.data or DEFAULT_DATA), tuple(args.seconds), args.weights)
-    table = markdown(rows)
-    print(table)
-    if args.out:
-        Path(args.out).write_text(f"# Fine-tuning on a held-out sequence\n\n`{HELD_OUT}` (never used in training), "
-                                  f"fine-tuned as the Slicer module does; `speckle2self {shlex.join(args.argv)}`"
-                                  f"\n\n{table}\n")
-        print(args.out)
+    _print_page(markdown(rows), args.out, "Fine-tuning on a held-out sequence",
+                f"`{HELD_OUT}` (never used in training), fine-tuned as the Slicer module does; "
+                f"`speckle2self {shlex.join(args.argv)}`")
 
 
 def cmd_ablation(args) -> None:
@@ -176,14 +191,11 @@ def cmd_ablation(args) -> None:
 
     if not args.budget > 0:
         raise UserError(f"The training budget must be positive, got {args.budget}", "e.g. --budget 120")
+    _check_page(args.out)
     rows = _progress_bar(ablation_job(args.budget, args.setting, device=args.device), "s")
-    table = markdown(rows)
-    print(table)
-    if args.out:
-        Path(args.out).write_text(f"# Ablation on {args.setting}\n\n`speckle2self {shlex.join(args.argv)}`: each "
-                                  f"variant trained from scratch for {args.budget:g} s (times its budget multiple) "
-                                  f"on the setting's training images, scored on its test images.\n\n{table}\n")
-        print(args.out)
+    _print_page(markdown(rows), args.out, f"Ablation on {args.setting}",
+                f"`speckle2self {shlex.join(args.argv)}`: each variant trained from scratch for {args.budget:g} s "
+                "(times its budget multiple) on the setting's training images, scored on its test images.")
 
 
 def _precision_option(command: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from .errors import UserError
 from .image_io import read_image
 from .inference import despeckle
 from .metrics import gcnr, homogeneity
-from .training import TrainConfig, train_job
+from .training import TrainConfig, fitting_size, train_job
 from .weights import DEFAULT_WEIGHTS
 
 HELD_OUT = "pluslibdata/Prostate10_video.igs.mhd"
@@ -41,7 +41,7 @@ def finetune_curve(data: Path, seconds: tuple[float, ...] = (30, 60, 120), weigh
     init = weights or DEFAULT_WEIGHTS
     rows = [{"seconds": None, "model": "input", **_scores(stack, marked)},
             {"seconds": 0.0, "model": Path(init).name, **_scores(despeckle(stack, weights=init), marked)}]
-    size = min(256, min(stack.shape[-2:]) // 16 * 16)
+    size = fitting_size([stack], 256)
     for budget in seconds:
         job = train_job([stack], TrainConfig(minutes=budget / 60, size=size), init=init, device="auto")
         result = job.run(progress)

@@ -95,6 +95,11 @@ class CropSampler:
         return torch.from_numpy(np.stack([self.crop() for _ in range(n)])[:, None].copy())
 
 
+def fitting_size(sources: Sequence[np.ndarray], size: int) -> int:
+    """The crop side for fine-tuning on `sources`: `size`, or the largest multiple of 16 that fits every frame."""
+    return min(size, *(min(np.shape(s)[-2:]) // 16 * 16 for s in sources))
+
+
 def _check_sources(sources: Sequence[np.ndarray]) -> list[np.ndarray]:
     if not len(sources):
         raise UserError("No training images were given", "pass at least one image, volume or sequence")
