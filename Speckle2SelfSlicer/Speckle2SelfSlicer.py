@@ -34,8 +34,8 @@ DEVICES = ("auto", "cpu", "cuda")
 """Device per item of deviceComboBox."""
 PARAMETER_DEFAULTS = {
     "Frames": "All frames", "Model": "Default (shipped)", "WeightsFile": "", "Device": "Auto", "Gamma": "1.0",
-    "Finetune": "false", "FinetuneLength": "200", "FinetuneUnit": "steps", "FinetuneSize": "256",
-    "SaveFinetuned": "true", "ReviewMode": "Side by side (linked views)", "Opacity": "0.5",
+    "KeepLogBias": "false", "Finetune": "false", "FinetuneLength": "200", "FinetuneUnit": "steps",
+    "FinetuneSize": "256", "SaveFinetuned": "true", "ReviewMode": "Side by side (linked views)", "Opacity": "0.5",
 }
 
 
@@ -127,7 +127,8 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             (self.ui.inputSelector, "InputVolume"), (self.ui.outputSelector, "OutputVolume"),
             (self.ui.framesComboBox, "Frames"), (self.ui.modelComboBox, "Model"),
             (self.ui.deviceComboBox, "Device"), (self.ui.gammaSlider, "Gamma"),
-            (self.ui.finetuneCheckBox, "Finetune"), (self.ui.finetuneLengthSpinBox, "FinetuneLength"),
+            (self.ui.keepLogBiasCheckBox, "KeepLogBias"), (self.ui.finetuneCheckBox, "Finetune"),
+            (self.ui.finetuneLengthSpinBox, "FinetuneLength"),
             (self.ui.finetuneUnitComboBox, "FinetuneUnit"), (self.ui.finetuneSizeComboBox, "FinetuneSize"),
             (self.ui.saveFinetunedCheckBox, "SaveFinetuned"), (self.ui.reviewModeComboBox, "ReviewMode"),
             (self.ui.opacitySlider, "Opacity"),
@@ -242,6 +243,7 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             "weights": self.ui.weightsPathLineEdit.currentPath if self.ui.modelComboBox.currentIndex == 1 else None,
             "device": DEVICES[self.ui.deviceComboBox.currentIndex],
             "gamma": self.ui.gammaSlider.value,
+            "log_bias": not self.ui.keepLogBiasCheckBox.checked,
         }
         if self.ui.finetuneCheckBox.checked:
             length = "finetune_steps" if self.ui.finetuneUnitComboBox.currentIndex == 0 else "finetune_minutes"

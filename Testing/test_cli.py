@@ -29,6 +29,16 @@ def test_despeckle_end_to_end_on_the_bundled_sample(tmp_path, tiny_weights, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["before_after.png", "out.nrrd"]
 
 
+def test_post_processing_options_reach_the_output(tmp_path):
+    outputs = {}
+    for name, options in {"default": [], "kept": ["--keep-log-bias"], "sharp": ["--smoothing", "0"]}.items():
+        outputs[name] = tmp_path / f"{name}.nrrd"
+        assert main(["despeckle", str(SAMPLE), "-o", str(outputs[name]), *options]) == 0
+    default, kept, sharp = (_read(outputs[k])[1].astype(np.float64) for k in ("default", "kept", "sharp"))
+    assert default.mean() > kept.mean()   # the log-bias step brightens speckle
+    assert np.abs(np.diff(sharp, axis=1)).mean() > np.abs(np.diff(default, axis=1)).mean()
+
+
 def test_several_inputs_go_to_a_folder_and_outputs_are_not_overwritten(tmp_path, tiny_weights, capsys):
     a, b = tmp_path / "a.nrrd", tmp_path / "b.mha"
     image = sitk.ReadImage(str(SAMPLE))[:128, :96]
@@ -134,10 +144,12 @@ def _mistakes(tmp):
         "nan": [str(nan), "-o", str(tmp / "o4.npy")],
         "4-D": [str(four), "-o", str(tmp / "o5.npy")],
         "output exists": [str(SAMPLE), "-o", str(exists)],
+        "negative smoothing": [str(SAMPLE), "-o", str(tmp / "o6.nrrd"), "--smoothing", "-1"],
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "non-image", "empty", "nan", "4-D", "output exists"])
+@pytest.mark.parametrize("case", ["missing", "non-image", "empty", "nan", "4-D", "output exists",
+                                  "negative smoothing"])
 def test_user_mistakes_exit_2_with_one_line(tmp_path, tiny_weights, capsys, case):
     args = _mistakes(tmp_path)[case]
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}

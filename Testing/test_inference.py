@@ -105,7 +105,7 @@ def test_isolated_dark_pixels_inside_the_image_are_not_background():
 
 
 def test_brightness_matching_undoes_an_affine_change_and_leaves_unfit_outputs_alone():
-    from speckle2self.inference import brightness_matched
+    from speckle2self.postprocess import brightness_matched
 
     rng = np.random.default_rng(1)
     source = rng.random((32, 48)).astype(np.float32)
@@ -119,13 +119,25 @@ def test_brightness_matching_undoes_an_affine_change_and_leaves_unfit_outputs_al
     assert brightness_matched(inverted, source, inside) is inverted
 
 
-def test_despeckled_simulation_keeps_the_input_brightness():
+def test_despeckled_simulation_keeps_the_input_brightness_without_the_log_bias_step():
     from speckle2self.simulate import simulate
 
     image = simulate("S-II", "layers", 128, seed=3).noisy
-    matched, own = (despeckle(image, device="cpu", match_brightness=m) for m in (True, False))
+    matched, own = (despeckle(image, device="cpu", match_brightness=m, log_bias=False) for m in (True, False))
     assert abs(matched.mean() - image.mean()) < 0.01
     assert abs(matched.mean() - image.mean()) < abs(own.mean() - image.mean())
+
+
+@pytest.mark.parametrize("phantom", ["layers", "cyst"])
+def test_log_bias_step_brings_the_mean_brightness_to_the_clean_reference(phantom):
+    from speckle2self.simulate import SPECKLE_LOG_BIAS_DB, get_setting, simulate
+
+    image = simulate("S-II", phantom, 128, seed=3)
+    bias = SPECKLE_LOG_BIAS_DB / get_setting("S-II").dynamic_range_db   # 0.042 of the display range
+    kept = despeckle(image.noisy, device="cpu", log_bias=False)
+    removed = despeckle(image.noisy, device="cpu")
+    assert abs(kept.mean() - image.clean.mean()) > 0.8 * bias
+    assert abs(removed.mean() - image.clean.mean()) < 0.1 * bias
 
 
 @pytest.mark.parametrize("density", [0.3, 0.7, 0.95])

@@ -434,3 +434,12 @@ def test_shipped_model_smooths_the_bundled_sample(scene, logic, sample_array):
     assert_same_geometry(output, volume)
     assert output.GetAttribute(MODEL_ATTRIBUTE) == "default"
     assert homogeneity(slicer.util.arrayFromVolume(output)[0]) > homogeneity(sample_array)
+
+
+def test_log_bias_option_reaches_the_core(scene, logic, sample_array):
+    volume = add_volume(scene, sample_array[None])
+    for log_bias in (True, False):
+        output = logic.process(volume, device="cpu", log_bias=log_bias)
+        expected = despeckle(sample_array[None], device="cpu", log_bias=log_bias)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(output), expected)
+    assert not np.array_equal(despeckle(sample_array, log_bias=True), despeckle(sample_array, log_bias=False))

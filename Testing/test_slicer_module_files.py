@@ -57,7 +57,7 @@ def test_every_widget_the_module_uses_is_in_the_ui_file(source, widgets):
 def test_parameter_widgets_are_supported_and_defaults_fit_them(source, widgets):
     pairs = re.findall(r'\(self\.ui\.(\w+), "(\w+)"\)', source)
     defaults = constant(source, "PARAMETER_DEFAULTS")
-    assert len(pairs) == 13
+    assert len(pairs) == 14
     for name, parameter in pairs:
         widget_class = widgets[name].get("class")
         assert widget_class in PARAMETER_WIDGET_CLASSES, name

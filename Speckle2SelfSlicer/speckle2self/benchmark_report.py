@@ -18,6 +18,7 @@ from .benchmark import EDGE_BAND, BenchResult
 from .benchmark_sets import REAL_IMAGES, SECOND_REALISATION_SEED, TRAIN_SEED
 from .errors import UserError
 from .peers import KINDS, Method
+from .weights import DEFAULT_WEIGHTS, read_card
 
 NAMES = ("benchmark.md", "benchmark.png", "benchmark.json")
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -159,12 +160,14 @@ def markdown(result: BenchResult, command: str, info: dict) -> str:
     ]
     if real:
         lines.append(f"- Real images ({len(real[0].images)}, from the shared data folder, 8-bit grey / 255; "
-                     "regions marked by eye; the self-supervised methods train on these same noisy images and "
-                     "the shipped model was trained on frames of the same files):")
+                     "regions marked by eye; the self-supervised methods train on these same noisy images; "
+                     "whether the shipped model saw frames of each file is from its model card's command):")
+        shipped_command = read_card(DEFAULT_WEIGHTS).get("command", "")
         for image in REAL_IMAGES[:len(real[0].images)]:
+            seen = "in" if image.file in shipped_command else "held out of"
             lines.append(f"  - {image.label}: `{image.file}` frame {image.frame}, crop (top, left, height, "
                          f"width) {image.crop}; target {image.target}, background {image.background}, "
-                         f"homogeneous {image.homogeneous}")
+                         f"homogeneous {image.homogeneous}; {seen} the shipped model's training data")
     else:
         lines.append("- Real images: none (the shared data folder was not found).")
     lines += [

@@ -10,6 +10,7 @@ from pathlib import Path
 from . import frames as fr
 from .errors import Cancelled, UserError
 from .jobs import Job, Progress
+from .postprocess import SMOOTHING
 
 EXIT_USER_ERROR = 2
 
@@ -58,7 +59,8 @@ def cmd_despeckle(args) -> None:
         image = read_image(source)
         write_image(target, image.array, like=image, force=args.force, check_only=True)
         options = {"device": args.device, "gamma": args.gamma, "batch_size": args.batch, "memory_limit": memory_limit,
-                   "precision": args.precision, "match_brightness": not args.network_brightness}
+                   "precision": args.precision, "match_brightness": not args.network_brightness,
+                   "smoothing": args.smoothing, "log_bias": not args.keep_log_bias}
         job = despeckle_job(image.array, weights=args.weights, **options)  # checks pixels, weights, memory first
         if args.finetune_steps:
             job = despeckle_job(image.array, model=_finetune(fr.grey_stack(image.array), args), **options)
@@ -217,6 +219,10 @@ def parser() -> argparse.ArgumentParser:
                    "(default: up to 16 MiB of pixels; ITK compresses in memory, about 4x the pixels)")
     d.add_argument("--network-brightness", action="store_true",
                    help="keep the network's own brightness instead of fitting the output to the input's")
+    d.add_argument("--smoothing", type=float, default=SMOOTHING,
+                   help=f"Gaussian smoothing of the output in pixels, 0 for none (default {SMOOTHING})")
+    d.add_argument("--keep-log-bias", action="store_true", help="show the mean of the log-compressed speckle "
+                   "(2.51 dB darker in fully developed speckle) instead of the log of the mean intensity")
     d.add_argument("--batch", type=int, help="frames per batch (default: automatic, cache-sized on a CPU)")
     d.add_argument("--max-memory", type=float, help="GiB one batch of frames may use (default 8); batches "
                    "shrink to fit, a frame that needs more is refused")

@@ -12,6 +12,7 @@ from . import frames as fr
 from .errors import UserError
 from .jobs import Job
 from .network import DOWNSAMPLING, InferenceNet, Speckle2SelfNet
+from .postprocess import SMOOTHING, brightness_matched, log_bias_removed, smoothed
 from .precision import autocast, resolve_precision
 from .weights import DEFAULT_WEIGHTS, load_checkpoint, sha256
 
@@ -86,32 +87,24 @@ def automatic_batch(h: int, w: int, device: torch.device) -> int:
     return max(1, CPU_BATCH_PIXELS // (h * w))
 
 
-def brightness_matched(output: np.ndarray, source: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """`output` under the affine map (positive gain) that best fits it to `source` over the `inside` pixels,
-    in least squares, clipped to [0, 1]. Training normalises each scale's image on its own and asks the
-    outputs to agree, so the network's level and contrast are a compromise between scales; this gives the
-    output the input's brightness back. Unchanged when no positive gain fits (e.g. a flat output)."""
-    o, x = output[inside].astype(np.float64), source[inside].astype(np.float64)
-    spread = o.var() if o.size > 1 else 0.0
-    gain = float(np.mean((o - o.mean()) * (x - x.mean())) / spread) if spread > 1e-12 else 0.0
-    if not gain > 0:
-        return output
-    return np.clip(gain * output + (x.mean() - gain * o.mean()), 0.0, 1.0).astype(np.float32)
-
-
 def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
                   model: InferenceNet | Speckle2SelfNet | None = None, device: str | torch.device = "auto",
                   gamma: float = 1.0, batch_size: int | None = None, memory_limit: int = MEMORY_LIMIT,
-                  precision: str = "auto", match_brightness: bool = True) -> Job[np.ndarray]:
+                  precision: str = "auto", match_brightness: bool = True, smoothing: float = SMOOTHING,
+                  log_bias: bool = True) -> Job[np.ndarray]:
     """A job that despeckles `array` (see `frames` for layouts) and returns a new array of the same
     shape, dtype and per-frame intensity range. The input is never modified. Batches (automatic by
     default) are made smaller to stay within `memory_limit` bytes; a frame that alone needs more is
     refused before any work. `precision` 'fp32' is the reference path, 'auto' uses bf16 where fast.
-    `match_brightness` maps each output frame onto its input's brightness (`brightness_matched`) before
-    the display `gamma`; False keeps the network's own min-max mapping."""
+    Each output frame then goes through `postprocess`, before the display `gamma`: `match_brightness` fits
+    it to its input's brightness (False keeps the network's own min-max mapping), `smoothing` is a Gaussian
+    sigma in pixels (0: none) and `log_bias` maps the mean of the log-speckle to the log of the mean
+    intensity (False keeps the mean displayed value)."""
     layout = fr.validate(array)
     if not gamma > 0:
         raise UserError(f"Gamma must be positive, got {gamma}", "use e.g. --gamma 1.0")
+    if not smoothing >= 0:
+        raise UserError(f"Smoothing must be 0 or more pixels, got {smoothing}", "use e.g. --smoothing 1")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"Batch size must be at least 1, got {batch_size}", "use e.g. 4")
     dev = resolve_device(device)
@@ -136,6 +129,9 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
                 outside = fr.background(g)
                 if match_brightness:
                     unit = brightness_matched(unit, source, ~outside)
+                unit = smoothed(unit, ~outside, smoothing)
+                if log_bias:
+                    unit = log_bias_removed(unit, source, ~outside)
                 if gamma != 1.0:
                     unit = unit ** gamma
                 frame = fr.to_range(unit, lo, hi, array.dtype)

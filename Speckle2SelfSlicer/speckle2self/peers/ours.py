@@ -11,9 +11,10 @@ from ..training import TrainConfig, train_job
 from .learned import Budget, Trainer, TrainingSet, crop_size
 
 
-def shipped(image: np.ndarray, budget: Budget, weights: str | None = None) -> np.ndarray:
-    """The shipped weights (or a candidate's `weights`), as `speckle2self despeckle` runs them."""
-    return despeckle(image, weights=weights, device=budget.device, precision=budget.precision)
+def shipped(image: np.ndarray, budget: Budget, weights: str | None = None, **options) -> np.ndarray:
+    """The shipped weights (or a candidate's `weights`), as `speckle2self despeckle` runs them (`options`:
+    post-processing as for `despeckle_job`)."""
+    return despeckle(image, weights=weights, device=budget.device, precision=budget.precision, **options)
 
 
 def same_budget(data: TrainingSet, budget: Budget) -> Trainer:

@@ -1,0 +1,88 @@
+"""What happens to a network output frame before it is written: brightness, smoothing, log-speckle bias.
+
+All three work on one frame in [0, 1] with its normalised input (`source`) and the pixels inside the
+imaging sector (`inside`).
+
+Why a log-bias step: trained to reproduce noisy log-compressed images, the network estimates the local
+mean of the displayed (log) values. In fully developed speckle the intensity is exponential, and the mean
+of its logarithm lies Euler's gamma below the logarithm of its mean (2.51 dB; std 5.57 dB, so the bias is
+0.450 speckle standard deviations whatever the display's dynamic range). A speckle-free image shows the
+log of the mean intensity, so the output is mapped back through that relation, with the display's clipping
+at black and white taken into account; the speckle standard deviation is measured on the frame itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+_NODES = 1024
+LOG_SPECKLE = np.log(-np.log1p(-(np.arange(_NODES) + 0.5) / _NODES)) * np.sqrt(6) / np.pi
+"""Standardised log-speckle: ln of a unit exponential intensity at equal-probability quantiles, divided by
+its standard deviation pi / sqrt(6); the mean is -0.450 (minus Euler's gamma in those units)."""
+TILE = 32
+MIN_TILES = 4
+"""Fewer tiles of unclipped speckle than this and the spread is not measured (no log-bias step)."""
+SMOOTHING = 1.0
+"""Default Gaussian smoothing (pixels) of the network output; chosen on the benchmark's tuning images."""
+
+
+def brightness_matched(output: np.ndarray, source: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """`output` under the affine map (positive gain) that best fits it to `source` over the `inside` pixels,
+    in least squares, clipped to [0, 1]. Training normalises each scale's image on its own and asks the
+    outputs to agree, so the network's level and contrast are a compromise between scales; this gives the
+    output the input's brightness back. Unchanged when no positive gain fits (e.g. a flat output)."""
+    o, x = output[inside].astype(np.float64), source[inside].astype(np.float64)
+    spread = o.var() if o.size > 1 else 0.0
+    gain = float(np.mean((o - o.mean()) * (x - x.mean())) / spread) if spread > 1e-12 else 0.0
+    if not gain > 0:
+        return output
+    return np.clip(gain * output + (x.mean() - gain * o.mean()), 0.0, 1.0).astype(np.float32)
+
+
+def smoothed(output: np.ndarray, inside: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing (`sigma` pixels) over the `inside` pixels only (normalised convolution), so the
+    zeros outside the sector do not darken its rim; outside pixels are returned unchanged."""
+    if sigma <= 0:
+        return output
+    weight = ndimage.gaussian_filter(inside.astype(np.float32), sigma)
+    blurred = ndimage.gaussian_filter(np.where(inside, output, 0).astype(np.float32), sigma)
+    return np.where(inside, blurred / np.maximum(weight, 1e-6), output).astype(np.float32)
+
+
+def speckle_spread(output: np.ndarray, source: np.ndarray, inside: np.ndarray) -> float | None:
+    """Standard deviation of the speckle (`source` - `output`): the median over TILE x TILE tiles inside the
+    sector whose mean output the display clips at neither tail (at least 3.2 std above black and 1.7 below
+    white: the 1% and 99% points of log-speckle), so that edges and structure the network smoothed away
+    do not count. None when fewer than MIN_TILES tiles qualify."""
+    h, w = (n - n % TILE for n in output.shape)
+    if h == 0 or w == 0:
+        return None
+    def tiles(a):
+        return a[:h, :w].reshape(h // TILE, TILE, w // TILE, TILE).swapaxes(1, 2).reshape(-1, TILE * TILE)
+    residual, level, full = tiles(source - output), tiles(output).mean(1), tiles(inside).all(1)
+    stds, spread, low, high = residual.std(1), None, 0.25, 0.75
+    for _ in range(3):
+        usable = full & (level > low) & (level < high)
+        if usable.sum() < MIN_TILES:
+            return spread
+        spread = float(np.median(stds[usable]))
+        low, high = 3.2 * spread, 1 - 1.7 * spread
+    return spread
+
+
+def expected_display(levels: np.ndarray, spread: float) -> np.ndarray:
+    """Mean displayed value of fully developed speckle whose mean intensity displays at `levels` ([0, 1]
+    display units, may lie outside), for speckle std `spread`, with the display clipped to [0, 1]."""
+    values = np.asarray(levels, dtype=np.float64)[..., None] + spread * LOG_SPECKLE
+    return np.clip(values, 0.0, 1.0).mean(axis=-1)
+
+
+def log_bias_removed(output: np.ndarray, source: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """`output` (an estimate of the mean displayed value) mapped to the display of the mean intensity by
+    inverting `expected_display`; unchanged where the speckle spread cannot be measured. Exact zeros stay 0."""
+    spread = speckle_spread(output, source, inside)
+    if not spread:
+        return output
+    levels = np.linspace(-4 * spread, 1 + 3 * spread, 256)
+    expected, first = np.unique(expected_display(levels, spread), return_index=True)  # drop clipped plateaus
+    return np.clip(np.interp(output, expected, levels[first]), 0.0, 1.0).astype(np.float32)
