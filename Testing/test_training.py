@@ -64,7 +64,7 @@ def test_cancel_writes_nothing(tmp_path, sample_array):
 
 @pytest.mark.parametrize("config", [TrainConfig(), TrainConfig(steps=1, minutes=1), TrainConfig(steps=0),
                                     TrainConfig(steps=1, size=40), TrainConfig(steps=1, batch=0),
-                                    TrainConfig(steps=1, head="sigmoid")])
+                                    TrainConfig(steps=1, head="sigmoid"), TrainConfig(steps=1, lr=0)])
 def test_bad_configs_are_refused(sample_array, config):
     with pytest.raises(UserError):
         train_job([sample_array], config)

@@ -82,7 +82,7 @@ def cmd_train(args) -> None:
     sources = [fr.grey_stack(read_image(Path(p)).array) for p in args.data]
     config = TrainConfig(steps=args.steps, minutes=args.minutes, size=args.size, batch=args.batch,
                          seed=args.seed, width=args.width, head=args.head, checkpoint_minutes=args.checkpoint_minutes,
-                         precision=args.precision)
+                         precision=args.precision, lr=args.lr)
     extra = {"command": "speckle2self " + shlex.join(args.argv),
              "data": [Path(p).name for p in args.data]}
     result = _progress_bar(train_job(sources, config, init=args.init, device=args.device, out=args.out,
@@ -245,6 +245,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--head", choices=("faithful", "linear"),  # network.HEADS; the parser is built without torch
                    help="decoder's last layer: faithful (InstanceNorm + ReLU, as the paper; default for a new "
                    "model) or linear (follows the input's brightness); an --init model keeps its own unless given")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, the paper's; lower "
+                   "polishes an --init model)")
     t.add_argument("--seed", type=int, default=777)
     t.add_argument("--init", help="start from this checkpoint (fine-tuning, resuming)")
     t.add_argument("--device", default="auto")

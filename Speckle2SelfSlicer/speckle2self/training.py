@@ -56,6 +56,8 @@ class TrainConfig:
             raise UserError(f"Unknown decoder head {self.head!r}", f"use one of {', '.join(HEADS)}")
         if self.batch < 1:
             raise UserError(f"Batch size must be at least 1, got {self.batch}", "e.g. --batch 4")
+        if not 0 < self.lr <= 1:
+            raise UserError(f"Learning rate {self.lr} must lie in (0, 1]", "e.g. --lr 1e-3")
 
 
 @dataclass

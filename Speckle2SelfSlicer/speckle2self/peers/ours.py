@@ -18,9 +18,10 @@ def shipped(image: np.ndarray, budget: Budget, weights: str | None = None, **opt
 
 
 def same_budget(data: TrainingSet, budget: Budget) -> Trainer:
-    """Self-supervised Speckle2Self training (`train_job`) for `budget.seconds` on the noisy images."""
+    """Self-supervised Speckle2Self training (`train_job`) for `budget.seconds` on the noisy images, with the
+    shipped model's linear head."""
     config = TrainConfig(minutes=budget.seconds / 60, size=crop_size(budget.size, data.noisy), batch=budget.batch,
-                         width=budget.width, seed=budget.seed, precision=budget.precision)
+                         width=budget.width, seed=budget.seed, precision=budget.precision, head="linear")
     job = train_job(list(data.noisy), config, device=budget.device)
     for progress in job:
         yield progress.message
