@@ -236,11 +236,11 @@ class Speckle2SelfLogic:
     def _trainer(source: _Input, weights, device, precision, steps, minutes, size):
         """A fine-tuning job on the input's grey frames, starting from `weights`, with its progress total."""
         from speckle2self.frames import grey_stack
-        from speckle2self.training import TrainConfig, fitting_size, train_job
+        from speckle2self.training import finetune_config, train_job
         from speckle2self.weights import DEFAULT_WEIGHTS
 
         sources = [grey_stack(a) for a in source.arrays]
-        config = TrainConfig(steps=steps, minutes=minutes, size=fitting_size(sources, size), precision=precision)
+        config = finetune_config(sources, steps, minutes, size, precision)
         extra = {"source": source.name, "application": "3D Slicer (Speckle2SelfSlicer)"}
         job = train_job(sources, config, init=weights or DEFAULT_WEIGHTS, device=device, card_extra=extra)
         return _Trainer(job, steps if steps is not None else minutes * 60)

@@ -38,10 +38,10 @@ def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
 
 
 def _finetune(image_array: np.ndarray, args) -> object:
-    from .training import TrainConfig, fitting_size, train_job
+    from .training import finetune_config, train_job
 
-    config = TrainConfig(steps=args.finetune_steps, size=fitting_size([image_array], args.finetune_size),
-                         precision=args.precision)
+    config = finetune_config([image_array], steps=args.finetune_steps, size=args.finetune_size,
+                             precision=args.precision)
     return _progress_bar(train_job([image_array], config, init=args.weights, device=args.device), "step").model
 
 
@@ -182,7 +182,7 @@ def cmd_finetune_curve(args) -> None:
     from .finetune_curve import HELD_OUT, finetune_curve, markdown
 
     _check_page(args.out)
-    rows = finetune_curve(Path(args.data or DEFAULT_DATA), tuple(args.seconds), args.weights)
+    rows = finetune_curve(Path(args.data or DEFAULT_DATA), tuple(args.seconds), args.weights, lr=args.lr)
     _print_page(markdown(rows), args.out, "Fine-tuning on a held-out sequence",
                 f"`{HELD_OUT}` (never used in training), fine-tuned as the Slicer module does; "
                 f"`speckle2self {shlex.join(args.argv)}`")
@@ -296,6 +296,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--data", help="shared data folder (default: ../shared/data)")
     f.add_argument("--weights", help="starting weights (default: the shipped model)")
     f.add_argument("--seconds", type=float, nargs="+", default=[30, 60, 120], help="fine-tuning budgets")
+    f.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the module's, 1e-3)")
     f.add_argument("--out", help="write the table to this markdown file")
     f.set_defaults(func=cmd_finetune_curve)
 

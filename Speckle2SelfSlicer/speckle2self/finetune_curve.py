@@ -15,7 +15,7 @@ from .errors import UserError
 from .image_io import read_image
 from .inference import despeckle
 from .metrics import gcnr, homogeneity
-from .training import TrainConfig, fitting_size, train_job
+from .training import FINETUNE_LR, finetune_config, train_job
 from .weights import DEFAULT_WEIGHTS
 
 HELD_OUT = "pluslibdata/Prostate10_video.igs.mhd"
@@ -31,8 +31,9 @@ def _scores(stack: np.ndarray, marked: RealImage) -> dict:
 
 
 def finetune_curve(data: Path, seconds: tuple[float, ...] = (30, 60, 120), weights: Path | None = None,
-                   progress=None) -> list[dict]:
-    """Scores of the held-out sequence as given, despeckled by `weights` and after each fine-tuning budget."""
+                   progress=None, lr: float | None = None) -> list[dict]:
+    """Scores of the held-out sequence as given, despeckled by `weights` and after each fine-tuning budget
+    (learning rate `lr`, default the module's)."""
     marked = next(image for image in REAL_IMAGES if image.file == HELD_OUT)
     path = Path(data) / HELD_OUT
     if not path.is_file():
@@ -41,9 +42,9 @@ def finetune_curve(data: Path, seconds: tuple[float, ...] = (30, 60, 120), weigh
     init = weights or DEFAULT_WEIGHTS
     rows = [{"seconds": None, "model": "input", **_scores(stack, marked)},
             {"seconds": 0.0, "model": Path(init).name, **_scores(despeckle(stack, weights=init), marked)}]
-    size = fitting_size([stack], 256)
     for budget in seconds:
-        job = train_job([stack], TrainConfig(minutes=budget / 60, size=size), init=init, device="auto")
+        config = finetune_config([stack], minutes=budget / 60, lr=lr or FINETUNE_LR)
+        job = train_job([stack], config, init=init, device="auto")
         result = job.run(progress)
         model = result.model.eval()
         rows.append({"seconds": float(budget), "model": "fine-tuned", "steps": result.card["steps"],

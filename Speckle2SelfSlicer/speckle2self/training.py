@@ -102,6 +102,16 @@ def fitting_size(sources: Sequence[np.ndarray], size: int) -> int:
     return min(size, *(min(np.shape(s)[-2:]) // 16 * 16 for s in sources))
 
 
+FINETUNE_LR = 1e-3
+"""Adam learning rate of fine-tuning on the user's data (docs/finetune.md compares rates)."""
+
+
+def finetune_config(sources: Sequence[np.ndarray], steps: int | None = None, minutes: float | None = None,
+                    size: int = 256, precision: str = "auto", lr: float = FINETUNE_LR) -> TrainConfig:
+    """The one fine-tuning recipe of the CLI, the Slicer module and the fine-tuning curve."""
+    return TrainConfig(steps=steps, minutes=minutes, size=fitting_size(sources, size), precision=precision, lr=lr)
+
+
 def _check_sources(sources: Sequence[np.ndarray]) -> list[np.ndarray]:
     if not len(sources):
         raise UserError("No training images were given", "pass at least one image, volume or sequence")
