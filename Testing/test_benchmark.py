@@ -27,6 +27,7 @@ def test_quick_benchmark_writes_the_table_figure_and_every_number(tmp_path, caps
     report = (tmp_path / "benchmark.md").read_text()
     assert "| Method | S-I PSNR / SSIM / Hom | S-II PSNR / SSIM / Hom | S-III PSNR / SSIM / Hom |" in report
     assert "**Without clean data**" in report and "**With clean data" in report
+    assert "| PSNR at least the best classical filter's | S-III |" in report.split("## Targets")[1]
     assert report.split("## Results")[1].split("##")[0].strip() in printed
     numbers = json.loads((tmp_path / "benchmark.json").read_text())
     real = SHARED_DATA.is_dir()
@@ -107,3 +108,30 @@ def test_finetune_curve_scores_the_held_out_sequence_before_and_after(shared_dat
     homogeneity = [float(row.split("|")[3]) for row in rows]
     assert steps >= 1 and all(0 < h <= 1 for h in homogeneity)
     assert "Prostate10_video.igs.mhd" in out.read_text() and rows[-1] in capsys.readouterr().out
+
+
+def test_targets_table_checks_each_target_against_the_right_peers():
+    from speckle2self.benchmark import BenchResult
+    from speckle2self.benchmark_report import targets_table
+    from speckle2self.benchmark_sets import TestSet
+
+    simulated = TestSet("S-II", [], ["a"], [], None, clean=[np.zeros((2, 2))])
+    real = TestSet("real", [], ["phantom", "carotid"], [], None)
+    scores = {  # one value per image; Speckle2Self's own rows never count as peers
+        "input": {"S-II": {"psnr": [20.0], "ssim": [0.2], "hom": [0.3]}, "real": {"hom": [0.5, 0.5], "gcnr": [0.8, 0.9]}},
+        "median": {"S-II": {"psnr": [26.0], "ssim": [0.90], "hom": [0.85]}},
+        "n2v": {"S-II": {"psnr": [19.0], "ssim": [0.95], "hom": [0.60]}},
+        "s2s-budget": {"S-II": {"psnr": [21.0], "ssim": [0.99], "hom": [0.99]}},
+        "s2s": {"S-II": {"psnr": [28.0], "ssim": [0.92], "hom": [0.90]}, "real": {"hom": [0.80, 0.65], "gcnr": [0.85, 0.85]}},
+    }
+    result = BenchResult(QUICK_CONFIG, [simulated, real], select(list(scores)), {}, scores, {}, {}, 1.0)
+    rows = [line.split(" | ") for line in targets_table(result).splitlines()[2:]]
+    verdicts = [(row[0].lstrip("| "), row[1], row[-1].rstrip(" |")) for row in rows]
+    assert verdicts == [
+        ("PSNR at least the best classical filter's", "S-II", "yes"),          # 28 >= median 26
+        ("SSIM at least 0.03 above the best classical filter's", "S-II", "**no**"),  # 0.92 - 0.90 < 0.03
+        ("first on SSIM among methods without clean data", "S-II", "**no**"),  # Noise2Void 0.95
+        ("first on Hom among methods without clean data", "S-II", "yes"),      # 0.90 > median 0.85
+        ("Hom at least 0.7", "phantom", "yes"), ("gCNR not below the input's", "phantom", "yes"),
+        ("Hom at least 0.7", "carotid", "**no**"), ("gCNR not below the input's", "carotid", "**no**"),
+    ]
