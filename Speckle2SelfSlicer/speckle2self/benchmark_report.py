@@ -18,6 +18,7 @@ from .benchmark import EDGE_BAND, BenchResult
 from .benchmark_sets import REAL_IMAGES, SECOND_REALISATION_SEED, TRAIN_SEED
 from .errors import UserError
 from .peers import KINDS, Method
+from .postprocess import SMOOTHING
 from .weights import DEFAULT_WEIGHTS, read_card
 
 NAMES = ("benchmark.md", "benchmark.png", "benchmark.json")
@@ -231,7 +232,8 @@ def markdown(result: BenchResult, command: str, info: dict) -> str:
         "64 levels) and gCNR on the 8-bit image without stretching; SNR = mean / std and ENL = SNR^2 on the "
         "homogeneous region in display values (log-compressed, so not the envelope's 1.91 or the intensity's "
         f"1); edge beta within {EDGE_BAND} pixels of the echogenicity map's boundaries.",
-        "- Speckle2Self rows run as `speckle2self despeckle` does: brightness matching, 1-pixel smoothing and "
+        f"- Speckle2Self rows run as `speckle2self despeckle` does: brightness matching, {SMOOTHING:g}-pixel "
+        "smoothing and "
         "the log-bias step (`speckle2self.postprocess`: the network's mean of log-compressed speckle mapped to "
         "the log of the mean intensity, the speckle spread measured on each image, no clean data); "
         "`s2s-network` is the same network without the last two. The clean reference is the log of the mean "
