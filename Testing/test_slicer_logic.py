@@ -12,6 +12,7 @@ import vtk  # noqa: E402
 
 from speckle2self.errors import Cancelled, UserError  # noqa: E402
 from speckle2self.inference import despeckle  # noqa: E402
+from speckle2self.training import FINETUNE_LR  # noqa: E402
 from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models,  # noqa: E402
                                    displayed_volume, list_finetuned_models)
 
@@ -384,6 +385,7 @@ def test_finetune_then_despeckle_saves_model_that_can_be_listed_and_deleted(scen
     models = list_finetuned_models(logic.modelsDir)
     assert [str(m.path) for m in models] == [output.GetAttribute(MODEL_ATTRIBUTE)]
     assert models[0].card["source"] == "input" and models[0].card["steps"] == 2
+    assert models[0].card["config"]["lr"] == FINETUNE_LR   # the one fine-tuning recipe
     assert models[0].path.name.startswith("input-") and "2 steps" in models[0].describe()
     # The saved model reproduces the output when used as weights.
     again = logic.process(volume, weights=models[0].path, batch_size=2)

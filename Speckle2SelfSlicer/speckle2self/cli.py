@@ -296,7 +296,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--data", help="shared data folder (default: ../shared/data)")
     f.add_argument("--weights", help="starting weights (default: the shipped model)")
     f.add_argument("--seconds", type=float, nargs="+", default=[30, 60, 120], help="fine-tuning budgets")
-    f.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the module's, 1e-3)")
+    f.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the module's, 3e-4)")
     f.add_argument("--out", help="write the table to this markdown file")
     f.set_defaults(func=cmd_finetune_curve)
 
