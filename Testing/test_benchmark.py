@@ -110,6 +110,15 @@ def test_finetune_curve_scores_the_held_out_sequence_before_and_after(shared_dat
     assert "Prostate10_video.igs.mhd" in out.read_text() and rows[-1] in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("lr", ["0", "-1e-3"])
+def test_finetune_curve_refuses_a_bad_learning_rate_before_any_work(shared_data, tmp_path, capsys, lr):
+    out = tmp_path / "finetune.md"
+    assert main(["finetune-curve", "--data", str(shared_data), f"--lr={lr}", "--seconds", "1", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "Learning rate" in captured.err and captured.err.count("\n") == 1 and captured.out == ""
+    assert not out.exists()
+
+
 def test_targets_table_checks_each_target_against_the_right_peers():
     from speckle2self.benchmark import BenchResult
     from speckle2self.benchmark_report import targets_table

@@ -145,11 +145,12 @@ def _mistakes(tmp):
         "4-D": [str(four), "-o", str(tmp / "o5.npy")],
         "output exists": [str(SAMPLE), "-o", str(exists)],
         "negative smoothing": [str(SAMPLE), "-o", str(tmp / "o6.nrrd"), "--smoothing", "-1"],
+        "infinite smoothing": [str(SAMPLE), "-o", str(tmp / "o7.nrrd"), "--smoothing", "inf"],
     }
 
 
 @pytest.mark.parametrize("case", ["missing", "non-image", "empty", "nan", "4-D", "output exists",
-                                  "negative smoothing"])
+                                  "negative smoothing", "infinite smoothing"])
 def test_user_mistakes_exit_2_with_one_line(tmp_path, tiny_weights, capsys, case):
     args = _mistakes(tmp_path)[case]
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}

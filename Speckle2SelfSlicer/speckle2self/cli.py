@@ -182,7 +182,8 @@ def cmd_finetune_curve(args) -> None:
     from .finetune_curve import HELD_OUT, finetune_curve, markdown
 
     _check_page(args.out)
-    rows = finetune_curve(Path(args.data or DEFAULT_DATA), tuple(args.seconds), args.weights, lr=args.lr)
+    rate = {} if args.lr is None else {"lr": args.lr}  # the parser is built without torch: no FINETUNE_LR here
+    rows = finetune_curve(Path(args.data or DEFAULT_DATA), tuple(args.seconds), args.weights, **rate)
     _print_page(markdown(rows), args.out, "Fine-tuning on a held-out sequence",
                 f"`{HELD_OUT}` (never used in training), fine-tuned as the Slicer module does; "
                 f"`speckle2self {shlex.join(args.argv)}`")

@@ -31,7 +31,7 @@ def _scores(stack: np.ndarray, marked: RealImage) -> dict:
 
 
 def finetune_curve(data: Path, seconds: tuple[float, ...] = (30, 60, 120), weights: Path | None = None,
-                   progress=None, lr: float | None = None) -> list[dict]:
+                   progress=None, lr: float = FINETUNE_LR) -> list[dict]:
     """Scores of the held-out sequence as given, despeckled by `weights` and after each fine-tuning budget
     (learning rate `lr`, default the module's)."""
     marked = next(image for image in REAL_IMAGES if image.file == HELD_OUT)
@@ -40,10 +40,12 @@ def finetune_curve(data: Path, seconds: tuple[float, ...] = (30, 60, 120), weigh
         raise UserError(f"Held-out sequence {path} not found", "pass --data with the shared data folder")
     stack = fr.grey_stack(read_image(path).array)
     init = weights or DEFAULT_WEIGHTS
+    configs = [finetune_config([stack], minutes=budget / 60, lr=lr) for budget in seconds]
+    for config in configs:  # a bad budget or rate is refused before any work
+        config.validate()
     rows = [{"seconds": None, "model": "input", **_scores(stack, marked)},
             {"seconds": 0.0, "model": Path(init).name, **_scores(despeckle(stack, weights=init), marked)}]
-    for budget in seconds:
-        config = finetune_config([stack], minutes=budget / 60, lr=lr or FINETUNE_LR)
+    for budget, config in zip(seconds, configs):
         job = train_job([stack], config, init=init, device="auto")
         result = job.run(progress)
         model = result.model.eval()

@@ -103,8 +103,9 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     layout = fr.validate(array)
     if not gamma > 0:
         raise UserError(f"Gamma must be positive, got {gamma}", "use e.g. --gamma 1.0")
-    if not smoothing >= 0:
-        raise UserError(f"Smoothing must be 0 or more pixels, got {smoothing}", "use e.g. --smoothing 1")
+    if not 0 <= smoothing < float("inf"):
+        raise UserError(f"Smoothing must be a finite number of pixels, 0 or more, got {smoothing}",
+                        "use e.g. --smoothing 1")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"Batch size must be at least 1, got {batch_size}", "use e.g. 4")
     dev = resolve_device(device)
@@ -127,11 +128,12 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
                 result = net(pad_to_multiple(batch))[:, 0, :h, :w].float().cpu().numpy()
             for i, g, unit, (source, lo, hi) in zip(indices, grey, result, normalised):
                 outside = fr.background(g)
+                inside = ~outside
                 if match_brightness:
-                    unit = brightness_matched(unit, source, ~outside)
-                unit = smoothed(unit, ~outside, smoothing)
+                    unit = brightness_matched(unit, source, inside)
+                unit = smoothed(unit, inside, smoothing)
                 if log_bias:
-                    unit = log_bias_removed(unit, source, ~outside)
+                    unit = log_bias_removed(unit, source, inside)
                 if gamma != 1.0:
                     unit = unit ** gamma
                 frame = fr.to_range(unit, lo, hi, array.dtype)
