@@ -96,6 +96,20 @@ def test_trained_peers_train_within_the_budget_and_denoise(method, training, pha
     _check_output(before, image, denoiser(image))
 
 
+def test_trained_peers_output_follows_the_inputs_level_and_contrast(phantom):
+    """The backbone's InstanceNorm discards level and contrast; the trained peers' network restores both, so
+    a higher-contrast copy of an image gives the output stretched alike, a brighter copy a brighter output
+    (only about the same: the convolutions' zero padding does not shift with the level)."""
+    torch.manual_seed(0)
+    net = learned.LevelFollowing(width=4).eval()
+    x = torch.from_numpy(phantom.noisy)[None, None] * 0.5
+    with torch.inference_mode():
+        plain, stretched, brighter = net(x), net(1.5 * x), net(x + 0.2)
+    assert float((plain - x.mean()).abs().mean()) < 0.5 * float(x.std())
+    assert torch.allclose(stretched, 1.5 * plain, rtol=2e-2)
+    assert abs(float(brighter.mean() - plain.mean()) - 0.2) < 0.01
+
+
 @pytest.mark.parametrize("function", [learned.zs_n2n, learned.dip], ids=lambda f: f.__name__)
 def test_per_image_peers_run_on_an_odd_sized_image(function, phantom):
     image = phantom.noisy[:63, :70]

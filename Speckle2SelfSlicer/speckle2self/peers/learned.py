@@ -60,8 +60,9 @@ class Backbone(nn.Module):
     1x1 convolution (two parameters). Our decoder ends in InstanceNorm + ReLU, so its output has a fixed
     spread; Speckle2Self fits min-max normalised targets and maps its output back to the input's range,
     but a peer that regresses intensities (its targets, the clean image, the image itself) needs its output
-    level and contrast free. The head starts at mid-grey with a quarter of the decoder's spread, so the
-    first steps are not spent on finding the grey level."""
+    level and contrast free. For one image (Deep Image Prior) the head's two parameters give that; it starts
+    at mid-grey with a quarter of the decoder's spread, so the first steps are not spent on finding the grey
+    level. Peers trained on many images use `LevelFollowing`."""
 
     def __init__(self, width: int, in_channels: int = 1):
         super().__init__()
@@ -73,6 +74,22 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.decoder(self.encoder(x)))
+
+
+class LevelFollowing(Backbone):
+    """The trained peers' network. The backbone's InstanceNorm layers discard each image's level and contrast,
+    which a peer regressing intensities over many images cannot then reproduce (a supervised model collapsed
+    to SSIM 0.28 on S-II), so the output is the input's mean plus its standard deviation times the backbone's:
+    what brightness matching does for Speckle2Self. The head starts at the input's mean."""
+
+    def __init__(self, width: int):
+        super().__init__(width)
+        nn.init.constant_(self.head.bias, -0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        spread = x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
+        return mean + spread * super().forward(x)
 
 
 def apply_network(net: nn.Module, budget: Budget, image: np.ndarray) -> np.ndarray:
@@ -130,10 +147,10 @@ def _optimise(net: nn.Module, loss: Callable[[float], torch.Tensor], budget: Bud
         yield f"step {step} loss {float(value.detach()):.4f}"
 
 
-def _setup(budget: Budget, stacks: Sequence[Sequence[np.ndarray]]) -> tuple[Backbone, CropSampler]:
+def _setup(budget: Budget, stacks: Sequence[Sequence[np.ndarray]]) -> tuple[LevelFollowing, CropSampler]:
     torch.manual_seed(budget.seed)
     sampler = CropSampler(stacks, budget.size, np.random.default_rng(budget.seed))
-    return Backbone(budget.width).to(budget.device), sampler
+    return LevelFollowing(budget.width).to(budget.device), sampler
 
 
 def _neighbour_replaced(x: torch.Tensor, mask: torch.Tensor, radius: int = 2) -> torch.Tensor:
