@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from speckle2self.errors import Cancelled, UserError
-from speckle2self.jobs import Job, Progress
+from speckle2self.jobs import Job, Progress, follow
 
 from . import nodes
 from .finetuned import default_models_dir, new_model_path
@@ -76,14 +76,6 @@ class _SceneWatch:
             raise UserError("The scene was closed while despeckling, so no result was added",
                             "load the input again and rerun") from None
         return False
-
-
-def _follow(job: Job, inner: Job, report):
-    """Run `inner` within `job`, reporting each of its progresses; cancelling `job` stops it at the next unit."""
-    for progress in inner:
-        yield report(progress)
-        job.check()
-    return inner.result
 
 
 def _groups(arrays: list[np.ndarray], batch_size: int):
@@ -151,11 +143,14 @@ class Speckle2SelfLogic:
                 net, used = model, str(weights) if weights else "default"
                 if trainer is not None:
                     phase = _Phase(job, trainer.total, "Fine-tuning")
-                    result = yield from _follow(job, trainer.job, lambda p: phase.report(p.done, p.message))
-                    net, used = result.model, f"{used}, fine-tuned, not saved"
-                    if save_finetuned:  # despeckle with the model as saved: reusing it gives the same result
+                    result = yield from follow(job, trainer.job, lambda p: phase.report(p.done, p.message))
+                    if not result.accepted:  # the safeguard kept the un-tuned model: nothing to save
+                        net, used = result.model, f"{used}; {result.verdict}"
+                    elif save_finetuned:  # despeckle with the model as saved: reusing it gives the same result
                         used = str(self._save(result, source.name))
                         net = self._model(used, device)
+                    else:
+                        net, used = result.model, f"{used}, fine-tuned, not saved"
                 arrays = yield from self._despeckle(job, source.arrays, net, **despeckle_options)
                 return self._store(source, output, arrays, used)
 
@@ -235,14 +230,12 @@ class Speckle2SelfLogic:
     @staticmethod
     def _trainer(source: _Input, weights, device, precision, steps, minutes, size):
         """A fine-tuning job on the input's grey frames, starting from `weights`, with its progress total."""
+        from speckle2self.finetuning import finetune_job
         from speckle2self.frames import grey_stack
-        from speckle2self.training import finetune_config, train_job
-        from speckle2self.weights import DEFAULT_WEIGHTS
 
         sources = [grey_stack(a) for a in source.arrays]
-        config = finetune_config(sources, steps, minutes, size, precision)
         extra = {"source": source.name, "application": "3D Slicer (Speckle2SelfSlicer)"}
-        job = train_job(sources, config, init=weights or DEFAULT_WEIGHTS, device=device, card_extra=extra)
+        job = finetune_job(sources, weights, steps, minutes, size, precision, device=device, card_extra=extra)
         return _Trainer(job, steps if steps is not None else minutes * 60)
 
     def _save(self, result, source_name: str) -> Path:
@@ -264,7 +257,7 @@ class Speckle2SelfLogic:
             offset = sum(len(r) for r in results)
             stack = np.concatenate([arrays[i] for i in group]) if len(group) > 1 else arrays[group[0]]
             inner = despeckle_job(stack, model=model, batch_size=batch_size, **options)
-            out = yield from _follow(job, inner, lambda p: phase.report(
+            out = yield from follow(job, inner, lambda p: phase.report(
                 offset + p.done, f"frame {offset + p.done:g} of {total}"))
             results += np.split(out, np.cumsum([len(arrays[i]) for i in group])[:-1])
         return results

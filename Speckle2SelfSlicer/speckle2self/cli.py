@@ -38,11 +38,15 @@ def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
 
 
 def _finetune(image_array: np.ndarray, args) -> object:
-    from .training import finetune_config, train_job
+    """The fine-tuned model (or, if the safeguard refused it, the un-tuned one), saying which on stderr."""
+    from .finetuning import finetune_job
 
-    config = finetune_config([image_array], steps=args.finetune_steps, size=args.finetune_size,
-                             precision=args.precision)
-    return _progress_bar(train_job([image_array], config, init=args.weights, device=args.device), "step").model
+    job = finetune_job([image_array], weights=args.weights, steps=args.finetune_steps,
+                       minutes=args.finetune_minutes, size=args.finetune_size, precision=args.precision,
+                       device=args.device)
+    result = _progress_bar(job, "step")
+    print(f"speckle2self: {result.verdict}", file=sys.stderr)
+    return result.model
 
 
 def cmd_despeckle(args) -> None:
@@ -62,7 +66,7 @@ def cmd_despeckle(args) -> None:
                    "precision": args.precision, "match_brightness": not args.network_brightness,
                    "smoothing": args.smoothing, "log_bias": not args.keep_log_bias}
         job = despeckle_job(image.array, weights=args.weights, **options)  # checks pixels, weights, memory first
-        if args.finetune_steps:
+        if args.finetune_steps is not None or args.finetune_minutes is not None:
             job = despeckle_job(image.array, model=_finetune(fr.grey_stack(image.array), args), **options)
         result = _progress_bar(job, "frame")
         if not args.preview:  # free the input before writing: SimpleITK copies the result once more
@@ -228,7 +232,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--max-memory", type=float, help="GiB one batch of frames may use (default 8); batches "
                    "shrink to fit, a frame that needs more is refused")
     _precision_option(d)
-    d.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on each input first")
+    tune = d.add_mutually_exclusive_group()
+    tune.add_argument("--finetune-steps", type=int, help="fine-tune the model (--weights or the shipped one) "
+                      "on each input first, for this many steps; kept only if not worse on the input")
+    tune.add_argument("--finetune-minutes", type=float, help="the same, for this many minutes")
     d.add_argument("--finetune-size", type=int, default=256, help="fine-tuning crop size")
     d.add_argument("--preview", help="also write a before/after PNG of the middle frame (one input)")
     d.add_argument("--force", action="store_true", help="overwrite existing outputs")
