@@ -34,7 +34,7 @@ DEVICES = ("auto", "cpu", "cuda")
 """Device per item of deviceComboBox."""
 PARAMETER_DEFAULTS = {
     "Frames": "All frames", "Model": "Default (shipped)", "WeightsFile": "", "Device": "Auto", "Gamma": "1.0",
-    "KeepLogBias": "false", "Finetune": "false", "FinetuneLength": "200", "FinetuneUnit": "steps",
+    "KeepLogBias": "true", "Finetune": "false", "FinetuneLength": "200", "FinetuneUnit": "steps",
     "FinetuneSize": "256", "SaveFinetuned": "true", "ReviewMode": "Side by side (linked views)", "Opacity": "0.5",
 }
 

@@ -112,7 +112,7 @@ class Speckle2SelfLogic:
     def process_job(self, inputNode, outputNode=None, frames: str = "all", weights: Path | str | None = None,
                     device: str = "auto", gamma: float = 1.0, batch_size: int | None = None, precision: str = "auto",
                     finetune_steps: int | None = None, finetune_minutes: float | None = None,
-                    finetune_size: int = 256, save_finetuned: bool = True, log_bias: bool = True) -> Job:
+                    finetune_size: int = 256, save_finetuned: bool = True, log_bias: bool = False) -> Job:
         """A job that despeckles `inputNode` into `outputNode` (None: a new node) and returns the output node.
 
         Input: a scalar or vector (RGB, RGBA) volume, 2-D or 3-D (frames along the slowest axis), a sequence
@@ -120,8 +120,8 @@ class Speckle2SelfLogic:
         sequence synchronized in the same browser, returned) or "current" (a volume of the current frame).
         With `finetune_steps` or `finetune_minutes` the model is first fine-tuned on the input's frames
         (crops of `finetune_size`) and, with `save_finetuned`, saved in `modelsDir`. The input is never
-        modified; a cancelled or failed job leaves the scene as it was. `log_bias` False keeps the input's
-        mean brightness (see `speckle2self.postprocess`).
+        modified; a cancelled or failed job leaves the scene as it was. `log_bias` True shows the log of the
+        mean echo intensity instead of the input's mean brightness (see `speckle2self.postprocess`).
         """
         if frames not in FRAMES:
             raise UserError(f"Unknown frames option {frames!r}", f"use one of {', '.join(FRAMES)}")

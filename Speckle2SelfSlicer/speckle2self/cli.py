@@ -64,7 +64,7 @@ def cmd_despeckle(args) -> None:
         write_image(target, image.array, like=image, force=args.force, check_only=True)
         options = {"device": args.device, "gamma": args.gamma, "batch_size": args.batch, "memory_limit": memory_limit,
                    "precision": args.precision, "match_brightness": not args.network_brightness,
-                   "smoothing": args.smoothing, "log_bias": not args.keep_log_bias}
+                   "smoothing": args.smoothing, "log_bias": args.log_bias}
         job = despeckle_job(image.array, weights=args.weights, **options)  # checks pixels, weights, memory first
         if args.finetune_steps is not None or args.finetune_minutes is not None:
             job = despeckle_job(image.array, model=_finetune(fr.grey_stack(image.array), args), **options)
@@ -226,8 +226,8 @@ def parser() -> argparse.ArgumentParser:
                    help="keep the network's own brightness instead of fitting the output to the input's")
     d.add_argument("--smoothing", type=float, default=SMOOTHING,
                    help=f"Gaussian smoothing of the output in pixels, 0 for none (default {SMOOTHING})")
-    d.add_argument("--keep-log-bias", action="store_true", help="show the mean of the log-compressed speckle "
-                   "(2.51 dB darker in fully developed speckle) instead of the log of the mean intensity")
+    d.add_argument("--log-bias", action="store_true", help="show the log of the mean echo intensity (2.51 dB "
+                   "brighter in fully developed speckle) instead of the mean of the log-compressed speckle")
     d.add_argument("--batch", type=int, help="frames per batch (default: automatic, cache-sized on a CPU)")
     d.add_argument("--max-memory", type=float, help="GiB one batch of frames may use (default 8); batches "
                    "shrink to fit, a frame that needs more is refused")

@@ -91,15 +91,16 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
                   model: InferenceNet | Speckle2SelfNet | None = None, device: str | torch.device = "auto",
                   gamma: float = 1.0, batch_size: int | None = None, memory_limit: int = MEMORY_LIMIT,
                   precision: str = "auto", match_brightness: bool = True, smoothing: float = SMOOTHING,
-                  log_bias: bool = True) -> Job[np.ndarray]:
+                  log_bias: bool = False) -> Job[np.ndarray]:
     """A job that despeckles `array` (see `frames` for layouts) and returns a new array of the same
     shape, dtype and per-frame intensity range. The input is never modified. Batches (automatic by
     default) are made smaller to stay within `memory_limit` bytes; a frame that alone needs more is
     refused before any work. `precision` 'fp32' is the reference path, 'auto' uses bf16 where fast.
     Each output frame then goes through `postprocess`, before the display `gamma`: `match_brightness` fits
     it to its input's brightness (False keeps the network's own min-max mapping), `smoothing` is a Gaussian
-    sigma in pixels (0: none) and `log_bias` maps the mean of the log-speckle to the log of the mean
-    intensity (False keeps the mean displayed value)."""
+    sigma in pixels (default 0: none) and `log_bias` True maps the mean of the log-speckle to the log of the
+    mean intensity (default False keeps the mean displayed value: the log-bias step lowered the similarity to
+    the method's published output on real carotid scans, SSIM 0.716 -> 0.657 with the previous model)."""
     layout = fr.validate(array)
     if not gamma > 0:
         raise UserError(f"Gamma must be positive, got {gamma}", "use e.g. --gamma 1.0")
