@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import re
 import sys
 import time
@@ -121,8 +122,6 @@ def despeckle_task(relative: str, input_dir: str, output_dir: str, previous: dic
                    settings: Settings) -> dict:
     """Despeckle one file of the archive (on a worker) and return its manifest record. A problem with the
     file (a UserError or an OS error) becomes a failed record with its one-line reason."""
-    from .files import despeckle_file
-
     start = time.perf_counter()
     source, target = Path(input_dir, relative), Path(output_dir, relative)
     record = {"input": relative, "output": relative, "size": None, "sha256": None, "status": "failed", "reason": "",
@@ -139,6 +138,8 @@ def despeckle_task(relative: str, input_dir: str, output_dir: str, previous: dic
                 return {**previous, "status": "skipped"}
             if previous["status"] == "failed" and not settings.retry_failed:
                 return previous
+        from .files import despeckle_file  # torch, on the first file a worker despeckles
+
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_staging(target)
         record["frames"] = despeckle_file(source, target, weights=settings.weights, force=True, **settings.options)
@@ -177,20 +178,17 @@ class Manifest:
         _atomic_write(self.path, lambda tmp: Path(tmp).write_text(json.dumps(content, indent=1) + "\n"))
 
 
-def _open_folders(input_dir, output_dir) -> tuple[Path, Path]:
-    """Both folders resolved; the output folder is created (not its parents)."""
+def _check_folders(input_dir, output_dir) -> tuple[Path, Path]:
+    """Both folders, resolved and checked."""
     input_dir, output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()
     if not input_dir.is_dir():
         raise UserError(f"The input folder {input_dir} does not exist", "check the path")
     if output_dir == input_dir:
         raise UserError("The output folder is the input folder", "give a separate output folder")
-    try:
-        output_dir.mkdir(exist_ok=True)
-    except FileNotFoundError:
-        raise UserError(f"The folder {output_dir.parent} does not exist", "create it first") from None
-    except (FileExistsError, PermissionError) as err:
-        raise UserError(f"Cannot make the output folder {output_dir} ({err.strerror})",
-                        "choose a writable folder") from None
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"The output {output_dir} is a file", "give a folder")
+    if not output_dir.parent.is_dir():
+        raise UserError(f"The folder {output_dir.parent} does not exist", "create it first")
     return input_dir, output_dir
 
 
@@ -233,7 +231,7 @@ def local_cluster(workers: int) -> Client:
     if workers < 1:
         raise UserError(f"The number of workers must be at least 1, got {workers}", "e.g. --workers 2")
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           env={"OMP_NUM_THREADS": "1"})
+                           env={"OMP_NUM_THREADS": "1"}, silence_logs=logging.ERROR)
     return Client(cluster)
 
 
@@ -248,23 +246,29 @@ def connect(address: str) -> Client:
 
 def despeckle_archive(input_dir, output_dir, client: Client | None = None, *, workers: int = 2,
                       pattern: str | None = None, weights=None, retry_failed: bool = False,
+                      on_start: Callable[[int], None] | None = None,
                       on_record: Callable[[dict, int, int], None] | None = None, **options) -> list[dict]:
     """Despeckle every supported image file under `input_dir` (recursively; `pattern` a glob to filter) into
     the same relative path under `output_dir`, exactly as `speckle2self despeckle` writes it, and return
     this run's manifest records in input order.
 
     Runs on `client`, or on a new LocalCluster of `workers` when None. `options` are those of
-    `files.despeckle_file` (compress and the `despeckle_job` options). `on_record(record, finished, total)`
-    is called as each file finishes, after the manifest is saved. Files done earlier with the same input,
+    `files.despeckle_file` (compress and the `despeckle_job` options). Every check comes before any work;
+    then `on_start(files)` is called, and `on_record(record, finished, total)` as each file finishes, after
+    the manifest is saved. Files done earlier with the same input,
     weights and options are skipped; failed ones are retried with `retry_failed` or when they changed.
     """
-    input_dir, output_dir = _open_folders(input_dir, output_dir)
+    input_dir, output_dir = _check_folders(input_dir, output_dir)
     manifest = Manifest(output_dir)
     inputs = find_inputs(input_dir, output_dir, pattern)
     if not inputs:
         raise UserError(f"No supported image files under {input_dir}" + (f" match {pattern!r}" if pattern else ""),
                         f"give a folder holding {' '.join(SUPPORTED_EXTENSIONS)} files")
     settings = _settings(weights, retry_failed, options)
+    try:
+        output_dir.mkdir(exist_ok=True)
+    except OSError as err:
+        raise UserError(f"Cannot make the output folder {output_dir} ({err.strerror})", "choose a writable folder") from None
     own = client is None
     client = local_cluster(workers) if own else client
     futures = {}
@@ -272,6 +276,8 @@ def despeckle_archive(input_dir, output_dir, client: Client | None = None, *, wo
         futures = {client.submit(despeckle_task, relative, str(input_dir), str(output_dir),
                                  manifest.records.get(relative), settings, pure=False): relative
                    for relative in inputs}
+        if on_start is not None:
+            on_start(len(inputs))
         records = {}
         for future in as_completed(futures):
             record = _record(future, futures[future], settings, input_dir)

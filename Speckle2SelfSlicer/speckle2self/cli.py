@@ -84,23 +84,28 @@ def cmd_batch(args) -> int:
                         "pip install 'speckle2self[batch]'") from None
     client = None if args.scheduler == "local" else connect(args.scheduler)
     manifest = Path(args.output) / MANIFEST
+    bars = []  # one files bar, opened once every check has passed
+
+    def show(record: dict, finished: int, total: int) -> None:
+        bars[0].update(1)
+        bars[0].set_postfix_str(f"{record['input']}: {record['status']}")
+
     start = time.perf_counter()
-    with tqdm(desc="batch", unit="file", dynamic_ncols=True) as bar:
-        def show(record: dict, finished: int, total: int) -> None:
-            bar.total = total
-            bar.update(1)
-            bar.set_postfix_str(f"{record['input']}: {record['status']}")
-        try:
-            records = despeckle_archive(args.input_dir, args.output, client, workers=args.workers,
-                                        pattern=args.pattern, weights=args.weights, retry_failed=args.retry_failed,
-                                        on_record=show, compress=args.compress or None, **_despeckle_options(args))
-        except KeyboardInterrupt:
-            print(f"speckle2self: interrupted; the files finished so far are recorded in {manifest}: rerun to go on",
-                  file=sys.stderr)
-            return 130
-        finally:
-            if client is not None:
-                client.close()
+    try:
+        records = despeckle_archive(
+            args.input_dir, args.output, client, workers=args.workers, pattern=args.pattern, weights=args.weights,
+            retry_failed=args.retry_failed, on_record=show, compress=args.compress or None,
+            on_start=lambda total: bars.append(tqdm(total=total, desc="batch", unit="file", dynamic_ncols=True)),
+            **_despeckle_options(args))
+    except KeyboardInterrupt:
+        print(f"speckle2self: interrupted; the files finished so far are recorded in {manifest}: rerun to go on",
+              file=sys.stderr)
+        return 130
+    finally:
+        for bar in bars:
+            bar.close()
+        if client is not None:
+            client.close()
     print(summary(records, time.perf_counter() - start))
     failed = sum(r["status"] == "failed" for r in records)
     if failed:
