@@ -126,10 +126,14 @@ def test_a_run_stopped_after_its_first_file_resumes(archive, client, tiny_weight
     with pytest.raises(KeyboardInterrupt):
         despeckle_archive(archive, out, client, weights=tiny_weights, on_record=stop)
     [first] = manifest(out).values()
+    pending = next(n for n in GOOD if n != first["input"])
+    staging = out / Path(pending).parent / f".{Path(pending).name}.k1lled0w"  # as a worker killed mid-write leaves
+    staging.mkdir(parents=True)
+    (staging / Path(pending).name).write_bytes(b"half a file")
     resumed = statuses(despeckle_archive(archive, out, client, weights=tiny_weights))
     expected = {**{n: "done" for n in GOOD}, BROKEN: "failed"}
     assert resumed == {**expected, first["input"]: "skipped" if first["status"] == "done" else "failed"}
-    assert not [p for p in out.rglob(".*")]  # no staging folder of a stopped write is left
+    assert not list(out.rglob(".*"))  # no staging folder of a stopped write is left
     for name in GOOD:
         assert read_image(out / name).array.shape == read_image(archive / name).array.shape
 

@@ -118,15 +118,20 @@ def _unchanged(previous: dict | None, record: dict) -> bool:
     return previous is not None and all(previous.get(k) == record[k] for k in ("sha256", "weights_sha256", "options"))
 
 
+def _record_of(relative: str, settings: Settings, worker: str | None) -> dict:
+    """A manifest record, failed until the file is done."""
+    return {"input": relative, "output": relative, "size": None, "sha256": None, "status": "failed", "reason": "",
+            "seconds": 0.0, "frames": 0, "weights_sha256": settings.weights_sha256, "options": settings.options,
+            "code_version": _code_version(), "worker": worker, "peak_memory_mib": None}
+
+
 def despeckle_task(relative: str, input_dir: str, output_dir: str, previous: dict | None,
                    settings: Settings) -> dict:
     """Despeckle one file of the archive (on a worker) and return its manifest record. A problem with the
     file (a UserError or an OS error) becomes a failed record with its one-line reason."""
     start = time.perf_counter()
     source, target = Path(input_dir, relative), Path(output_dir, relative)
-    record = {"input": relative, "output": relative, "size": None, "sha256": None, "status": "failed", "reason": "",
-              "seconds": 0.0, "frames": 0, "weights_sha256": settings.weights_sha256, "options": settings.options,
-              "code_version": _code_version(), "worker": get_worker().address, "peak_memory_mib": None}
+    record = _record_of(relative, settings, get_worker().address)
     try:
         record["size"] = source.stat().st_size
         record["sha256"] = input_sha256(source)
@@ -205,14 +210,13 @@ def _settings(weights, retry_failed: bool, options: dict) -> Settings:
 
 def _failed(relative: str, reason: str, settings: Settings, input_dir: Path) -> dict:
     """The record of a task that raised on its worker, or whose worker died, made on the client."""
+    record = {**_record_of(relative, settings, None), "reason": reason}
     source = input_dir / relative
     try:
-        size, digest = source.stat().st_size, input_sha256(source)
+        record["size"], record["sha256"] = source.stat().st_size, input_sha256(source)
     except OSError:  # on a cluster the client may not see the inputs
-        size, digest = None, None
-    return {"input": relative, "output": relative, "size": size, "sha256": digest, "status": "failed",
-            "reason": reason, "seconds": 0.0, "frames": 0, "weights_sha256": settings.weights_sha256,
-            "options": settings.options, "code_version": _code_version(), "worker": None, "peak_memory_mib": None}
+        pass
+    return record
 
 
 def _record(future, relative: str, settings: Settings, input_dir: Path) -> dict:
@@ -268,7 +272,8 @@ def despeckle_archive(input_dir, output_dir, client: Client | None = None, *, wo
     try:
         output_dir.mkdir(exist_ok=True)
     except OSError as err:
-        raise UserError(f"Cannot make the output folder {output_dir} ({err.strerror})", "choose a writable folder") from None
+        raise UserError(f"Cannot make the output folder {output_dir} ({err.strerror})",
+                        "choose a writable folder") from None
     own = client is None
     client = local_cluster(workers) if own else client
     futures = {}

@@ -1,4 +1,5 @@
-"""Command line: `speckle2self despeckle | batch | train | evaluate | bench-speed | bench | simulate | finetune-curve | ablation | info`."""
+"""Command line: `speckle2self despeckle | batch | train | evaluate | bench-speed | bench | simulate |
+finetune-curve | ablation | info`."""
 from __future__ import annotations
 
 import argparse
@@ -278,12 +279,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="overwrite existing outputs")
     d.set_defaults(func=cmd_despeckle)
 
-    w = sub.add_parser("batch", help="despeckle every image under a folder on Dask, resumable (speckle2self-batch.json)")
+    w = sub.add_parser("batch", help="despeckle every image under a folder on Dask, resumably "
+                       "(speckle2self-batch.json)")
     w.add_argument("input_dir", help="folder of images, searched recursively")
     w.add_argument("-o", "--output", required=True, help="output folder: the same relative paths and formats")
     w.add_argument("--scheduler", default="local", help="local (a new LocalCluster, default) or the ADDRESS of a "
                    "running Dask scheduler (`dask scheduler`)")
-    w.add_argument("--workers", type=int, default=2, help="local workers, one file and one torch thread each (default 2)")
+    w.add_argument("--workers", type=int, default=2,
+                   help="local workers, one file and one torch thread each (default 2)")
     w.add_argument("--pattern", help="only files matching this glob, e.g. '*.igs.mha'")
     w.add_argument("--retry-failed", action="store_true", help="retry the files that failed before")
     _despeckle_arguments(w)
