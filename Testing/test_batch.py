@@ -115,6 +115,8 @@ def test_rerun_skips_done_files_redoes_changed_ones_and_retries_failures_only_wh
     assert run() == {**{n: "skipped" for n in GOOD}, "a.nrrd": "done", BROKEN: "failed"}
     assert (out / "a.nrrd").read_bytes() != old
     assert manifest(out)["a.nrrd"]["sha256"] == input_sha256(source / "a.nrrd")
+    (out / "sub" / "b.mha").unlink()
+    assert run()["sub/b.mha"] == "done" and (out / "sub" / "b.mha").is_file()
 
 
 def test_a_run_stopped_after_its_first_file_resumes(archive, client, tiny_weights, tmp_path):
