@@ -57,7 +57,7 @@ def _despeckle_options(args) -> dict:
     return {"device": args.device, "gamma": args.gamma, "batch_size": args.batch,
             "memory_limit": MEMORY_LIMIT if args.max_memory is None else int(args.max_memory * GIB),
             "precision": args.precision, "match_brightness": not args.network_brightness,
-            "smoothing": args.smoothing, "log_bias": args.log_bias}
+            "smoothing": args.smoothing, "log_bias": args.log_bias, "degrid": not args.keep_grid}
 
 
 def cmd_despeckle(args) -> None:
@@ -264,6 +264,8 @@ def _despeckle_arguments(command: argparse.ArgumentParser) -> None:
                          help=f"Gaussian smoothing of the output in pixels, 0 for none (default {SMOOTHING})")
     command.add_argument("--log-bias", action="store_true", help="show the log of the mean echo intensity (2.51 dB "
                          "brighter in fully developed speckle) instead of the mean of the log-compressed speckle")
+    command.add_argument("--keep-grid", action="store_true", help="keep the decoder's 16-pixel periodic pattern "
+                         "(default: removed by a notch filter at its frequencies)")
     command.add_argument("--batch", type=int, help="frames per batch (default: automatic, cache-sized on a CPU)")
     command.add_argument("--max-memory", type=float, help="GiB one batch of frames may use (default 8); batches "
                          "shrink to fit, a frame that needs more is refused")
