@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA
-from speckle2self.benchmark import QUICK_CONFIG, _grid_scores, benchmark_job
-from speckle2self.benchmark_sets import REAL_IMAGES, real_set
+from speckle2self.bench.benchmark import QUICK_CONFIG, _grid_scores, benchmark_job
+from speckle2self.bench.sets import REAL_IMAGES, real_set
 from speckle2self.cli import main
 from speckle2self.errors import Cancelled
-from speckle2self.peers import QUICK, select
-from speckle2self.peers.learned import Budget
-from speckle2self.simulate import SETTINGS, simulate_set
+from speckle2self.bench.peers import QUICK, select
+from speckle2self.bench.peers.learned import Budget
+from speckle2self.bench.simulate import SETTINGS, simulate_set
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -120,9 +120,9 @@ def test_finetune_curve_refuses_a_bad_learning_rate_before_any_work(shared_data,
 
 
 def test_targets_table_checks_each_target_against_the_right_peers():
-    from speckle2self.benchmark import BenchResult
-    from speckle2self.benchmark_report import targets_table
-    from speckle2self.benchmark_sets import TestSet
+    from speckle2self.bench.benchmark import BenchResult
+    from speckle2self.bench.report import targets_table
+    from speckle2self.bench.sets import TestSet
 
     simulated = TestSet("S-II", [], ["a"], [], None, clean=[np.zeros((2, 2))])
     real = TestSet("real", [], ["phantom", "carotid"], [], None)

@@ -114,7 +114,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_bench_speed(args) -> None:
-    from .speed import QUICK, SpeedPlan, bench_speed, markdown, write
+    from .bench.speed import QUICK, SpeedPlan, bench_speed, markdown, write
 
     data = Path(args.data) if args.data else None
     if data is not None and not data.is_dir():
@@ -127,8 +127,8 @@ def cmd_bench_speed(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .benchmark import bench_config, benchmark_job, tune
-    from .benchmark_report import main_table, output_folder, tuning_table, write_report
+    from .bench.benchmark import bench_config, benchmark_job, tune
+    from .bench.report import main_table, output_folder, tuning_table, write_report
 
     if args.tune:
         print(tuning_table(tune(args.count or 4, methods=args.methods, device=args.device)))
@@ -144,9 +144,9 @@ def cmd_bench(args) -> None:
 def cmd_simulate(args) -> None:
     import numpy as np
 
-    from .benchmark import eight_bit
+    from .bench.benchmark import eight_bit
     from .image_io import write_image
-    from .simulate import simulate_set
+    from .bench.simulate import simulate_set
 
     if args.count < 1:
         raise UserError(f"The image count must be at least 1, got {args.count}", "e.g. --count 24")
@@ -178,8 +178,8 @@ def _print_page(table: str, out: str | None, title: str, intro: str) -> None:
 
 
 def cmd_finetune_curve(args) -> None:
-    from .benchmark_sets import DEFAULT_DATA
-    from .finetune_curve import HELD_OUT, finetune_curve, markdown
+    from .bench.sets import DEFAULT_DATA
+    from .bench.finetune_curve import HELD_OUT, finetune_curve, markdown
 
     _check_page(args.out)
     rate = {} if args.lr is None else {"lr": args.lr}  # the parser is built without torch: no FINETUNE_LR here
@@ -190,7 +190,7 @@ def cmd_finetune_curve(args) -> None:
 
 
 def cmd_ablation(args) -> None:
-    from .ablation import ablation_job, markdown
+    from .bench.ablation import ablation_job, markdown
 
     if not args.budget > 0:
         raise UserError(f"The training budget must be positive, got {args.budget}", "e.g. --budget 120")

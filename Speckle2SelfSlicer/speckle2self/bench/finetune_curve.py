@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import frames as fr
-from .benchmark_sets import REAL_IMAGES, RealImage, shape_mask
-from .errors import UserError
-from .image_io import read_image
-from .inference import despeckle
-from .metrics import gcnr, homogeneity
-from .training import FINETUNE_LR, finetune_config, train_job
-from .weights import DEFAULT_WEIGHTS
+from .. import frames as fr
+from ..errors import UserError
+from ..image_io import read_image
+from ..inference import despeckle
+from ..metrics import gcnr, homogeneity
+from ..training import FINETUNE_LR, finetune_config, train_job
+from ..weights import DEFAULT_WEIGHTS
+from .sets import REAL_IMAGES, RealImage, shape_mask
 
 HELD_OUT = "pluslibdata/Prostate10_video.igs.mhd"
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import UserError
+from ...errors import UserError
 from . import classical, learned, ours
 from .learned import Budget, Denoiser, Trainer, TrainingSet
 

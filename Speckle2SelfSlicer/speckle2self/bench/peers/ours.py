@@ -6,8 +6,8 @@ from functools import partial
 
 import numpy as np
 
-from ..inference import despeckle
-from ..training import TrainConfig, train_job
+from ...inference import despeckle
+from ...training import TrainConfig, train_job
 from .learned import Budget, Trainer, TrainingSet, crop_size
 
 

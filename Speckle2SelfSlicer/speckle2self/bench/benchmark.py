@@ -14,15 +14,15 @@ from typing import Callable, Generator
 import numpy as np
 from scipy import ndimage
 
-from .benchmark_sets import DEFAULT_DATA, TestSet, real_set, simulated_sets
-from .errors import UserError
-from .inference import resolve_device
-from .jobs import Job, Progress
-from .metrics import edge_beta, enl, gcnr, homogeneity, psnr, snr, ssim
+from ..errors import UserError
+from ..inference import resolve_device
+from ..jobs import Job, Progress
+from ..metrics import edge_beta, enl, gcnr, homogeneity, psnr, snr, ssim
+from ..weights import load_checkpoint
 from .peers import QUICK, Method, candidate, select
 from .peers.learned import Budget, Trainer
+from .sets import DEFAULT_DATA, TestSet, real_set, simulated_sets
 from .simulate import simulate_set
-from .weights import load_checkpoint
 
 EDGE_BAND = 3
 """Edge beta is measured within this many pixels of the echogenicity map's boundaries."""

@@ -35,7 +35,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from scipy import fft, ndimage
 
-from .errors import UserError
+from ..errors import UserError
 
 FWHM_PER_SIGMA = 2 * np.sqrt(2 * np.log(2))
 SPECKLE_LOG_BIAS_DB = 10 * np.log10(np.e) * np.euler_gamma

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+from ..postprocess import SMOOTHING
+from ..weights import DEFAULT_WEIGHTS, read_card
 from .benchmark import EDGE_BAND, BenchResult
-from .benchmark_sets import REAL_IMAGES, SECOND_REALISATION_SEED, TRAIN_SEED
-from .errors import UserError
 from .peers import KINDS, Method
-from .postprocess import SMOOTHING
-from .weights import DEFAULT_WEIGHTS, read_card
+from .sets import REAL_IMAGES, SECOND_REALISATION_SEED, TRAIN_SEED
 
 NAMES = ("benchmark.md", "benchmark.png", "benchmark.json")
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 """The repository's docs folder, where the full benchmark's report is kept."""
 
 

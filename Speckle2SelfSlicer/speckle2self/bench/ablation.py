@@ -12,12 +12,12 @@ from typing import Generator
 
 import numpy as np
 
+from ..inference import despeckle
+from ..jobs import Job, Progress
+from ..losses import LossWeights
+from ..training import TrainConfig, train_job
 from .benchmark import measure
-from .benchmark_sets import simulated_set
-from .inference import despeckle
-from .jobs import Job, Progress
-from .losses import LossWeights
-from .training import TrainConfig, train_job
+from .sets import simulated_set
 
 
 @dataclass(frozen=True)

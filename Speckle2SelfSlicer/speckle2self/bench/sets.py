@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import frames as fr
-from .errors import UserError
+from .. import frames as fr
+from ..errors import UserError
 from .peers.learned import TrainingSet
 from .simulate import SETTINGS, realisation, simulate_set
 
 TRAIN_SEED = 10_000
 """Training images use seeds from here on; test images from 0: the splits never share a phantom."""
 SECOND_REALISATION_SEED = 1
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DEFAULT_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 """The shared data folder beside the repository (as in Testing/conftest.py)."""
 
 
@@ -103,7 +103,7 @@ def shape_mask(shape: tuple[int, int], region: Shape) -> np.ndarray:
 
 def load_real(image: RealImage, data: Path) -> np.ndarray:
     """The cropped grey frame in [0, 1] (8-bit grey / 255)."""
-    from .image_io import read_image
+    from ..image_io import read_image
 
     path = data / image.file
     if not path.is_file():
