@@ -1,5 +1,7 @@
 """Speckle2Self as two benchmark rows: the shipped model, and a model trained from scratch on the
-benchmark's own training images under the same budget as the learned peers."""
+benchmark's own training images under the same budget as the learned peers. Both are the network's output
+with brightness matching only (RAW): the benchmark's calibration chain, the same for every method, does the
+rest."""
 from __future__ import annotations
 
 from functools import partial
@@ -10,11 +12,15 @@ from ...inference import despeckle
 from ...training import TrainConfig, train_job
 from .learned import Budget, Trainer, TrainingSet, crop_size
 
+RAW = {"smoothing": 0.0, "log_bias": False}
+"""`despeckle` options that leave the output as the network gives it, brightness-matched to its input (the
+network's own level is a compromise between the training scales, see `postprocess.brightness_matched`)."""
 
-def shipped(image: np.ndarray, budget: Budget, weights: str | None = None, **options) -> np.ndarray:
-    """The shipped weights (or a candidate's `weights`), as `speckle2self despeckle` runs them (`options`:
-    post-processing as for `despeckle_job`)."""
-    return despeckle(image, weights=weights, device=budget.device, precision=budget.precision, **options)
+
+def shipped(image: np.ndarray, budget: Budget, weights: str | None = None) -> np.ndarray:
+    """The shipped weights (or a candidate's `weights`), as `speckle2self despeckle --smoothing 0
+    --keep-log-bias` runs them."""
+    return despeckle(image, weights=weights, device=budget.device, precision=budget.precision, **RAW)
 
 
 def same_budget(data: TrainingSet, budget: Budget) -> Trainer:
@@ -29,4 +35,4 @@ def same_budget(data: TrainingSet, budget: Budget) -> Trainer:
 
 
 def _despeckle_with(model, budget: Budget, image: np.ndarray) -> np.ndarray:
-    return despeckle(image, model=model, device=budget.device, precision=budget.precision)
+    return despeckle(image, model=model, device=budget.device, precision=budget.precision, **RAW)
