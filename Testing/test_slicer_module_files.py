@@ -110,7 +110,7 @@ def test_no_benchmark_module_ships_and_the_product_never_imports_one():
     assert not set(bench_files) & set(scripts)
     modules = sorted(".".join(p.relative_to(MODULE_DIR).with_suffix("").parts).removesuffix(".__init__")
                      for p in product_python_files() if p.name != "__main__.py" and p != MODULE_FILE)
-    # Every shipped module (the entry points aside) imports in a fresh interpreter where the bench package cannot be imported.
+    # Every shipped module (the entry points aside) imports where the bench package cannot be imported.
     check = ("import importlib, sys; sys.modules['speckle2self.bench'] = None\n"
              f"for name in {modules!r}: importlib.import_module(name)")
     subprocess.run([sys.executable, "-c", check], check=True, cwd=MODULE_DIR)

@@ -157,8 +157,8 @@ def measure(output: np.ndarray, regions: dict[str, np.ndarray], clean: np.ndarra
         points = regions.get("points")
         fwhm = (_defined(fwhm_ratio, to_intensity(clean, setting), to_intensity(output, setting), points)
                 if points is not None and points.any() else float("nan"))
-        scores.update(psnr=psnr(clean, output), ssim=ssim(clean, output),
-                      beta=_defined(edge_beta, clean, output, band), fwhm=fwhm, grid=_defined(grid_score, clean, output))
+        scores.update(psnr=psnr(clean, output), ssim=ssim(clean, output), fwhm=fwhm,
+                      beta=_defined(edge_beta, clean, output, band), grid=_defined(grid_score, clean, output))
     return scores
 
 

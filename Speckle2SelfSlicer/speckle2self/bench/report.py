@@ -341,7 +341,8 @@ def figure(result: BenchResult, path: Path) -> None:
             if r == 0:
                 ax.set_title(_title(key, result), fontsize=6)
             if c == 0:
-                ax.set_ylabel(f"{s.name}\n{textwrap.fill(s.labels[result.example_index[s.name]], 18)}", fontsize=6)
+                name = f"{s.name} (gamma 2)" if s.against_published else s.name
+                ax.set_ylabel(f"{name}\n{textwrap.fill(s.labels[result.example_index[s.name]], 18)}", fontsize=6)
     fig.subplots_adjust(wspace=0.04, hspace=0.04)
     fig.savefig(path, bbox_inches="tight")
 
