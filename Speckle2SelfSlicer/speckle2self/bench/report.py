@@ -174,8 +174,8 @@ def _carotid_section(result: BenchResult) -> list[str]:
                 "not found.", ""]
     own = finite_mean([homogeneity(frame) for frame in carotid.published])
     return [
-        f"{len(carotid.images)} frames of real carotid scans (Clarius L7) and the method's own published output of "
-        "each (`../shared/reference/carotid_published`, evaluation only: no method trains on the published "
+        f"{len(carotid.images)} frame{'s' if len(carotid.images) != 1 else ''} of real carotid scans (Clarius L7) "
+        "and the method's own published output of each (`../shared/reference/carotid_published`, evaluation only: no method trains on the published "
         "outputs; the self-supervised ones train on these inputs). Scored with the reference's protocol, with "
         "numbers identical to its `evaluate_published.py`: each output shown as an 8-bit file with display "
         "gamma 2, SSIM to the published gamma-2 frame and Hom of the shown frame, means over the frames. "
