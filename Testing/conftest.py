@@ -1,4 +1,4 @@
-"""Shared fixtures: the bundled sample, the shared data folder, a tiny random checkpoint."""
+"""Shared fixtures: the bundled sample, the shared data and reference folders, a tiny random checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +10,7 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "Speckle2SelfSlicer" / "Resources" / "SampleData" / "BkCurvilinearScanConvertedData.nrrd"
 SHARED_DATA = REPO.parent / "shared" / "data"
+PUBLISHED_REFERENCE = REPO.parent / "shared" / "reference" / "carotid_published"
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +24,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent (it is not part of the repository)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def published_reference() -> Path:
+    """The method's published output on real carotid scans, with its scoring script."""
+    if not PUBLISHED_REFERENCE.is_dir():
+        pytest.skip(f"reference folder {PUBLISHED_REFERENCE} is absent (it is not part of the repository)")
+    return PUBLISHED_REFERENCE
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from speckle2self.ablation import VARIANTS, ablation_job, markdown
+from speckle2self.bench.ablation import VARIANTS, ablation_job, markdown
 from speckle2self.cli import main
 from speckle2self.errors import Cancelled
 

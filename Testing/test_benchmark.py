@@ -8,45 +8,96 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
-from speckle2self.benchmark import QUICK_CONFIG, _grid_scores, benchmark_job
-from speckle2self.benchmark_sets import REAL_IMAGES, real_set
+from conftest import PUBLISHED_REFERENCE, SHARED_DATA
+from speckle2self.bench.benchmark import QUICK_CONFIG, _grid_scores, bench_config, benchmark_job
+from speckle2self.bench.sets import REAL_IMAGES, real_set
 from speckle2self.cli import main
 from speckle2self.errors import Cancelled
-from speckle2self.peers import QUICK, select
-from speckle2self.peers.learned import Budget
-from speckle2self.simulate import SETTINGS, simulate_set
+from speckle2self.bench.peers import QUICK, select
+from speckle2self.bench.peers.learned import Budget
+from speckle2self.bench.simulate import SETTINGS, simulate_set
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_quick_benchmark_writes_the_table_figure_and_every_number(tmp_path, capsys):
+def test_quick_benchmark_writes_both_tables_the_real_reference_the_figure_and_every_number(tmp_path, capsys):
     assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark.json", "benchmark.md", "benchmark.png"]
     report = (tmp_path / "benchmark.md").read_text()
-    assert "| Method | S-I PSNR / SSIM / Hom | S-II PSNR / SSIM / Hom | S-III PSNR / SSIM / Hom |" in report
+    header = "| Method | S-I PSNR / SSIM / Hom | S-II PSNR / SSIM / Hom | S-III PSNR / SSIM / Hom |"
+    results = report.split("## Results")[1].split("##")[0]
+    as_published, calibrated = results.split("As published:")[1].split("Calibrated:")
+    assert header in as_published and header in calibrated and as_published.strip() in printed
     assert "**Without clean data**" in report and "**With clean data" in report
-    assert "| PSNR at least the best classical filter's | S-III |" in report.split("## Targets")[1]
-    assert report.split("## Results")[1].split("##")[0].strip() in printed
+    targets = report.split("## Targets")[1].split("\n## ")[0]
+    groups = [targets.index(g) for g in ("**1. Real scans**", "**2. Structure", "**3. Simulated PSNR / SSIM / Hom**")]
+    assert groups == sorted(groups)
+    assert "| PSNR at least the best classical filter's | S-III |" in targets
+    assert "| point-target FWHM ratio within 0.8-1.25 | S-II |" in targets
     numbers = json.loads((tmp_path / "benchmark.json").read_text())
-    real = SHARED_DATA.is_dir()
-    assert set(numbers["sets"]) == set(SETTINGS) | ({"real"} if real else set())
+    real, reference = SHARED_DATA.is_dir(), PUBLISHED_REFERENCE.is_dir()
+    assert set(numbers["sets"]) == set(SETTINGS) | ({"real"} if real else set()) | ({"carotid"} if reference else set())
     assert [m["key"] for m in numbers["methods"]] == list(QUICK)
-    for method in numbers["methods"]:
-        scores = numbers["scores"][method["key"]]
-        for setting in SETTINGS:
-            assert all(math.isfinite(scores[setting][metric]["mean"]) for metric in ("psnr", "ssim", "hom"))
-            assert len(scores[setting]["psnr"]["values"]) == QUICK_CONFIG.test_count
-        if real:
-            assert ("real" in scores) == (not method["uses_clean_data"])
+    assert set(numbers["scores"]) == {"raw", "calibrated"}
+    for chain, scores in numbers["scores"].items():
+        for method in numbers["methods"]:
+            for setting in SETTINGS:
+                cell = scores[method["key"]][setting]
+                assert all(math.isfinite(cell[metric]["mean"]) for metric in ("psnr", "ssim", "hom", "grid", "beta"))
+                assert len(cell["psnr"]["values"]) == QUICK_CONFIG.test_count
+                # the points phantom (second image) has FWHM ratios, the cyst none
+                assert cell["fwhm"]["values"][0] is None and math.isfinite(cell["fwhm"]["values"][1])
+            assert ("real" in scores[method["key"]]) == (real and not method["uses_clean_data"])
+            assert ("carotid" in scores[method["key"]]) == (reference and not method["uses_clean_data"])
+    assert "ms" in numbers["scores"]["raw"]["s2s"]["S-II"]  # the time is the method's own
+    assert "ms" not in numbers["scores"]["calibrated"]["s2s"]["S-II"]
+    section = report.split("## Real carotid scans against the method's published output")[1].split("\n## ")[0]
+    if reference:
+        assert section.count("| **Published outputs** |") == 2 and "| NLM |" in section
+        assert [row["name"] for row in numbers["paper"]][:2] == ["Speckle2Self (authors' model, published)", "NLM"]
+    else:
+        assert "Not run" in section
     from PIL import Image
     assert min(Image.open(tmp_path / "benchmark.png").size) > 100
+
+
+def write_gif(path, frames) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:])
+
+
+def test_a_reference_folder_given_by_option_is_scored_with_its_published_outputs(tmp_path):
+    """Runs without ../shared: a folder shaped like carotid_published, made from simulations."""
+    from scipy import ndimage
+
+    from speckle2self.bench import published as pub
+    from speckle2self.bench.sets import eight_bit
+
+    noisy = [eight_bit(s.noisy) for s in simulate_set("S-III", 2, 128)]
+    smooth = [ndimage.uniform_filter(frame, 9) for frame in noisy]
+    write_gif(tmp_path / "Input_01.gif", noisy)
+    write_gif(tmp_path / "Speckle2Self_01.gif", smooth)
+    write_gif(tmp_path / "Speckle2Self_gamma2.0_01.gif", [pub.gamma8(frame) for frame in smooth])
+    for prefix in pub.PAPER_PEERS:
+        write_gif(tmp_path / f"{prefix}_01.gif", noisy if prefix == "n2v" else smooth)
+    config = bench_config(True, methods=["median"], reference=tmp_path)
+    assert (config.reference, config.clips, config.carotid_count) == (tmp_path, ("01",), 1)
+    result = benchmark_job(replace(config, data=None, carotid_count=None)).run()
+    carotid = next(s for s in result.sets if s.against_published)
+    assert carotid.labels == ["clip 01 frame 1", "clip 01 frame 2"]
+    rows = {row.name: row.scores["raw"] for row in result.paper}
+    assert rows["NLM"]["ssim"] == pytest.approx([1.0, 1.0]) and rows["Noise2Void"]["ssim"][0] < 0.9
+    assert result.scores["raw"]["input"]["carotid"]["ssim"] == rows["Noise2Void"]["ssim"]  # the same frames
+    assert set(result.scores["calibrated"]["median"]["carotid"]) == {"ssim", "hom"}
 
 
 @pytest.mark.parametrize("args, message", [
     (["--methods", "median", "wiener"], "Unknown benchmark method(s): wiener"),
     (["--data", "/no/such/folder"], "Data folder /no/such/folder not found"),
+    (["--reference", "/no/such/folder"], "Reference folder /no/such/folder not found"),
     (["--budget", "0"], "budget must be positive"),
     (["--weights", "/no/such/model.pt"], "/no/such/model.pt"),
 ])
@@ -62,7 +113,7 @@ def test_candidate_weights_are_scored_beside_the_shipped_model(tiny_weights):
     result = benchmark_job(config).run()
     assert [m.key for m in result.methods] == ["input", "s2s", "s2s-candidate"]
     assert "tiny.pt" in result.methods[-1].name
-    shipped, candidate = (result.scores[k]["S-II"]["psnr"][0] for k in ("s2s", "s2s-candidate"))
+    shipped, candidate = (result.scores["raw"][k]["S-II"]["psnr"][0] for k in ("s2s", "s2s-candidate"))
     assert math.isfinite(candidate) and candidate != shipped
 
 
@@ -120,27 +171,51 @@ def test_finetune_curve_refuses_a_bad_learning_rate_before_any_work(shared_data,
 
 
 def test_targets_table_checks_each_target_against_the_right_peers():
-    from speckle2self.benchmark import BenchResult
-    from speckle2self.benchmark_report import targets_table
-    from speckle2self.benchmark_sets import TestSet
+    from speckle2self.bench.benchmark import BenchResult
+    from speckle2self.bench.published import PaperRow
+    from speckle2self.bench.sets import TestSet
+    from speckle2self.bench.targets import targets_table
 
     simulated = TestSet("S-II", [], ["a"], [], None, clean=[np.zeros((2, 2))])
     real = TestSet("real", [], ["phantom", "carotid"], [], None)
-    scores = {  # one value per image; Speckle2Self's own rows never count as peers
-        "input": {"S-II": {"psnr": [20.0], "ssim": [0.2], "hom": [0.3]}, "real": {"hom": [0.5, 0.5], "gcnr": [0.8, 0.9]}},
-        "median": {"S-II": {"psnr": [26.0], "ssim": [0.90], "hom": [0.85]}},
-        "n2v": {"S-II": {"psnr": [19.0], "ssim": [0.95], "hom": [0.60]}},
-        "s2s-budget": {"S-II": {"psnr": [21.0], "ssim": [0.99], "hom": [0.99]}},
-        "s2s": {"S-II": {"psnr": [28.0], "ssim": [0.92], "hom": [0.90]}, "real": {"hom": [0.80, 0.65], "gcnr": [0.85, 0.85]}},
-    }
-    result = BenchResult(QUICK_CONFIG, [simulated, real], select(list(scores)), {}, scores, {}, {}, 1.0)
-    rows = [line.split(" | ") for line in targets_table(result).splitlines()[2:]]
+    flat = np.full((8, 8), 100, np.uint8)  # GLCM homogeneity 1
+    carotid = TestSet("carotid", [], ["clip 01 frame 1", "clip 04 frame 1"], [], None, published=[flat, flat])
+    structure = {"fwhm": [1.0], "grid": [1.1], "beta": [0.30]}
+    scores = {"raw": {  # one value per image; Speckle2Self's own rows never count as peers
+        "input": {"S-II": {"psnr": [20.0], "ssim": [0.2], "hom": [0.3], **structure},
+                  "real": {"hom": [0.5, 0.5], "gcnr": [0.8, 0.9]},
+                  "carotid": {"ssim": [0.68, 0.70], "hom": [0.6, 0.6]}},
+        "median": {"S-II": {"psnr": [26.0], "ssim": [0.90], "hom": [0.85], **structure},
+                   "carotid": {"ssim": [0.60, 0.62], "hom": [0.8, 0.8]}},
+        "n2v": {"S-II": {"psnr": [19.0], "ssim": [0.95], "hom": [0.60], **structure},
+                "carotid": {"ssim": [0.75, 0.71], "hom": [0.8, 0.8]}},
+        "s2s-budget": {"S-II": {"psnr": [21.0], "ssim": [0.99], "hom": [0.99], **structure},
+                       "carotid": {"ssim": [0.99, 0.99], "hom": [0.9, 0.9]}},
+        "s2s": {"S-II": {"psnr": [28.0], "ssim": [0.92], "hom": [0.90], "fwhm": [1.3], "grid": [1.5], "beta": [0.25]},
+                "real": {"hom": [0.80, 0.65], "gcnr": [0.85, 0.85]},
+                "carotid": {"ssim": [0.80, 0.68], "hom": [0.98, 0.99]}},
+    }}
+    paper = [PaperRow("Speckle2Self (authors' model, published)", carotid.labels, {"raw": {"ssim": [0.99, 0.99]}}),
+             PaperRow("NLM", carotid.labels[:1], {"raw": {"ssim": [0.78]}})]  # the authors' own row is no peer
+    result = BenchResult(QUICK_CONFIG, [simulated, real, carotid], select(list(scores["raw"])), {}, scores, {}, {}, 1.0,
+                         paper)
+    lines = targets_table(result).splitlines()[2:]
+    assert [line.split(" | ")[0].lstrip("| ") for line in lines if line.startswith("| **")] == [
+        "**1. Real scans**", "**2. Structure on the simulations**", "**3. Simulated PSNR / SSIM / Hom**"]
+    rows = [line.split(" | ") for line in lines if not line.startswith("| **")]
     verdicts = [(row[0].lstrip("| "), row[1], row[-1].rstrip(" |")) for row in rows]
     assert verdicts == [
+        ("SSIM to the published output above the unfiltered input's", "carotid clips 01-04", "yes"),  # 0.74 > 0.69
+        ("first on SSIM to the published output among the methods run here", "carotid clips 01-04", "yes"),  # > n2v
+        ("SSIM to the published output at least the paper's best peer's", "carotid, the paper's peer clips", "yes"),
+        ("Hom within 0.03 of the published output's", "carotid clips 01-04", "yes"),  # 0.985 against 1
+        ("Hom at least 0.7", "phantom", "yes"), ("gCNR not below the input's", "phantom", "yes"),
+        ("Hom at least 0.7", "carotid", "**no**"), ("gCNR not below the input's", "carotid", "**no**"),
+        ("point-target FWHM ratio within 0.8-1.25", "S-II", "**no**"),  # 1.3
+        ("grid score at most 2.0", "S-II", "yes"),
+        ("edge beta at least the noisy input's", "S-II", "**no**"),  # 0.25 < 0.30
         ("PSNR at least the best classical filter's", "S-II", "yes"),          # 28 >= median 26
         ("SSIM at least 0.03 above the best classical filter's", "S-II", "**no**"),  # 0.92 - 0.90 < 0.03
         ("first on SSIM among methods without clean data", "S-II", "**no**"),  # Noise2Void 0.95
         ("first on Hom among methods without clean data", "S-II", "yes"),      # 0.90 > median 0.85
-        ("Hom at least 0.7", "phantom", "yes"), ("gCNR not below the input's", "phantom", "yes"),
-        ("Hom at least 0.7", "carotid", "**no**"), ("gCNR not below the input's", "carotid", "**no**"),
     ]

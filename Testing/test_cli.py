@@ -86,7 +86,7 @@ def test_outside_kept_counts_lit_background_pixels():
 
 
 def test_simulate_writes_noisy_and_clean_stacks_the_benchmark_can_regenerate(tmp_path, capsys):
-    from speckle2self.simulate import simulate_set
+    from speckle2self.bench.simulate import simulate_set
 
     noisy, clean = tmp_path / "noisy.nrrd", tmp_path / "clean.nrrd"
     assert main(["simulate", "--setting", "S-I", "--count", "2", "--size", "128", "--seed", "5",

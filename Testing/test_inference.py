@@ -132,7 +132,7 @@ def test_brightness_matching_undoes_an_affine_change_and_leaves_unfit_outputs_al
 
 
 def test_despeckled_simulation_keeps_the_input_brightness_without_the_log_bias_step():
-    from speckle2self.simulate import simulate
+    from speckle2self.bench.simulate import simulate
 
     image = simulate("S-II", "layers", 128, seed=3).noisy
     matched, own = (despeckle(image, device="cpu", match_brightness=m, log_bias=False) for m in (True, False))
@@ -142,7 +142,7 @@ def test_despeckled_simulation_keeps_the_input_brightness_without_the_log_bias_s
 
 @pytest.mark.parametrize("phantom", ["layers", "cyst"])
 def test_log_bias_step_brings_the_mean_brightness_to_the_clean_reference(phantom):
-    from speckle2self.simulate import SPECKLE_LOG_BIAS_DB, get_setting, simulate
+    from speckle2self.bench.simulate import SPECKLE_LOG_BIAS_DB, get_setting, simulate
 
     image = simulate("S-II", phantom, 128, seed=3)
     bias = SPECKLE_LOG_BIAS_DB / get_setting("S-II").dynamic_range_db   # 0.042 of the display range

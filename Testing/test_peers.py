@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from speckle2self.errors import UserError
-from speckle2self.peers import METHODS, classical, learned, select
-from speckle2self.peers.learned import Budget, TrainingSet
-from speckle2self.simulate import realisation, simulate, simulate_set
+from speckle2self.bench.peers import METHODS, classical, learned, select
+from speckle2self.bench.peers.learned import Budget, TrainingSet
+from speckle2self.bench.simulate import realisation, simulate, simulate_set
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = Budget(seconds=0.3, size=64, batch=2, width=4, precision="fp32")

@@ -4,7 +4,7 @@ import pytest
 
 from speckle2self.postprocess import (LOG_SPECKLE, expected_display, log_bias_removed, smoothed,
                                       speckle_spread)
-from speckle2self.simulate import SPECKLE_LOG_BIAS_DB
+from speckle2self.bench.simulate import SPECKLE_LOG_BIAS_DB
 
 STD_DB = 10 / np.log(10) * np.pi / np.sqrt(6)
 """Standard deviation of 10 log10 of an exponential intensity (5.57 dB)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from speckle2self import simulate as sim
+from speckle2self.bench import simulate as sim
 from speckle2self.errors import UserError
 
 RAYLEIGH_SNR = np.sqrt(np.pi / (4 - np.pi))  # 1.913

@@ -77,13 +77,22 @@ def test_combo_boxes_match_the_choices_the_code_maps_them_to(source, widgets):
     assert all(int(size) % 16 == 0 for size in combo_items(widgets["finetuneSizeComboBox"]))
 
 
+BENCH_DIR = MODULE_DIR / "speckle2self" / "bench"
+"""The benchmark machinery: part of the Python package, never shipped in the extension."""
+
+
+def product_python_files() -> set[Path]:
+    """Every Python file of the module, its logic and the core package, outside the benchmark machinery."""
+    skip = ("__pycache__", ".egg-info")
+    return {p for p in MODULE_DIR.rglob("*.py") if not any(s in str(p) for s in skip) and BENCH_DIR not in p.parents}
+
+
 def test_cmake_lists_every_file_the_module_needs(source):
     from speckle2self.weights import DEFAULT_WEIGHTS, card_path
 
     text = MODULE_CMAKE.read_text()
     listed = set(cmake_list(text, "MODULE_PYTHON_SCRIPTS")) | set(cmake_list(text, "MODULE_PYTHON_RESOURCES"))
-    skip = ("__pycache__", ".egg-info")
-    needed = {p for p in MODULE_DIR.rglob("*.py") if not any(s in str(p) for s in skip)}
+    needed = product_python_files()
     needed |= {UI_FILE, MODULE_DIR / "Resources" / "Icons" / "Speckle2SelfSlicer.png", DEFAULT_WEIGHTS,
                card_path(DEFAULT_WEIGHTS)}
     needed |= set((MODULE_DIR / "Resources" / "SampleData").iterdir())
@@ -91,6 +100,20 @@ def test_cmake_lists_every_file_the_module_needs(source):
     missing = sorted(str(p.relative_to(MODULE_DIR)) for p in needed if str(p.relative_to(MODULE_DIR)) not in listed)
     assert not missing
     assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+
+
+def test_no_benchmark_module_ships_and_the_product_never_imports_one():
+    scripts = cmake_list(MODULE_CMAKE.read_text(), "MODULE_PYTHON_SCRIPTS")
+    bench_files = sorted(str(p.relative_to(MODULE_DIR)) for p in BENCH_DIR.rglob("*.py"))
+    assert len(bench_files) >= 10  # simulate, peers/, benchmark, report, sets, speed, ablation, finetune_curve...
+    assert not [entry for entry in scripts if entry.startswith("speckle2self/bench/")]
+    assert not set(bench_files) & set(scripts)
+    modules = sorted(".".join(p.relative_to(MODULE_DIR).with_suffix("").parts).removesuffix(".__init__")
+                     for p in product_python_files() if p.name != "__main__.py" and p != MODULE_FILE)
+    # Every shipped module (the entry points aside) imports where the bench package cannot be imported.
+    check = ("import importlib, sys; sys.modules['speckle2self.bench'] = None\n"
+             f"for name in {modules!r}: importlib.import_module(name)")
+    subprocess.run([sys.executable, "-c", check], check=True, cwd=MODULE_DIR)
 
 
 def test_cmake_lists_only_files_that_exist():

@@ -159,7 +159,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_bench_speed(args) -> None:
-    from .speed import QUICK, SpeedPlan, bench_speed, markdown, write
+    from .bench.speed import QUICK, SpeedPlan, bench_speed, markdown, write
 
     data = Path(args.data) if args.data else None
     if data is not None and not data.is_dir():
@@ -172,13 +172,14 @@ def cmd_bench_speed(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .benchmark import bench_config, benchmark_job, tune
-    from .benchmark_report import main_table, output_folder, tuning_table, write_report
+    from .bench.benchmark import bench_config, benchmark_job, tune
+    from .bench.report import main_table, output_folder, tuning_table, write_report
 
     if args.tune:
         print(tuning_table(tune(args.count or 4, methods=args.methods, device=args.device)))
         return
-    config = bench_config(args.quick, args.budget, args.methods, args.data, args.count, args.device, args.weights)
+    config = bench_config(args.quick, args.budget, args.methods, args.data, args.count, args.device, args.weights,
+                          args.reference)
     out = output_folder(args.out, args.quick)
     result = _progress_bar(benchmark_job(config), "task")
     print(main_table(result))
@@ -189,9 +190,9 @@ def cmd_bench(args) -> None:
 def cmd_simulate(args) -> None:
     import numpy as np
 
-    from .benchmark import eight_bit
+    from .bench.sets import eight_bit
+    from .bench.simulate import simulate_set
     from .image_io import write_image
-    from .simulate import simulate_set
 
     if args.count < 1:
         raise UserError(f"The image count must be at least 1, got {args.count}", "e.g. --count 24")
@@ -223,8 +224,8 @@ def _print_page(table: str, out: str | None, title: str, intro: str) -> None:
 
 
 def cmd_finetune_curve(args) -> None:
-    from .benchmark_sets import DEFAULT_DATA
-    from .finetune_curve import HELD_OUT, finetune_curve, markdown
+    from .bench.finetune_curve import HELD_OUT, finetune_curve, markdown
+    from .bench.sets import DEFAULT_DATA
 
     _check_page(args.out)
     rate = {} if args.lr is None else {"lr": args.lr}  # the parser is built without torch: no FINETUNE_LR here
@@ -235,7 +236,7 @@ def cmd_finetune_curve(args) -> None:
 
 
 def cmd_ablation(args) -> None:
-    from .ablation import ablation_job, markdown
+    from .bench.ablation import ablation_job, markdown
 
     if not args.budget > 0:
         raise UserError(f"The training budget must be positive, got {args.budget}", "e.g. --budget 120")
@@ -341,6 +342,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--quick", action="store_true", help="tiny images, few methods, seconds of training (CI)")
     q.add_argument("--out", help="folder for benchmark.md/.png/.json (default: docs/; quick: a new temp folder)")
     q.add_argument("--data", help="shared data folder with the real images (default: ../shared/data if present)")
+    q.add_argument("--reference", help="folder of the method's published output on real carotid scans (default: "
+                   "../shared/reference/carotid_published if present)")
     q.add_argument("--budget", type=float, help="training seconds per trained method and set (default 90)")
     q.add_argument("--count", type=int, help="test images per simulated set (default 8; --tune: S-II images, 4)")
     q.add_argument("--methods", nargs="+", metavar="KEY", help="only these methods (keys as in docs/benchmark.md)")

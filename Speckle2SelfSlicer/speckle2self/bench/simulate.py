@@ -35,7 +35,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from scipy import fft, ndimage
 
-from .errors import UserError
+from ..errors import UserError
 
 FWHM_PER_SIGMA = 2 * np.sqrt(2 * np.log(2))
 SPECKLE_LOG_BIAS_DB = 10 * np.log10(np.e) * np.euler_gamma
@@ -378,9 +378,10 @@ def simulate(setting: str = "S-II", phantom: str = "cyst", size: int | tuple[int
                      phantom=phantom, seed=seed, points=tissue.points)
 
 
-def simulate_set(setting: str, count: int = 24, size: int = 256, seed: int = 0) -> list[Simulated]:
-    """`count` images cycling through PHANTOMS, with seeds seed, seed + 1, ..."""
-    return [simulate(setting, PHANTOMS[i % len(PHANTOMS)], size, seed + i) for i in range(count)]
+def simulate_set(setting: str, count: int = 24, size: int = 256, seed: int = 0,
+                 phantoms: tuple[str, ...] = PHANTOMS) -> list[Simulated]:
+    """`count` images cycling through `phantoms` (default all), with seeds seed, seed + 1, ..."""
+    return [simulate(setting, phantoms[i % len(phantoms)], size, seed + i) for i in range(count)]
 
 
 def realisation(image: Simulated, seed: int) -> np.ndarray:

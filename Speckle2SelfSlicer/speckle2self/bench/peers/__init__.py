@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import UserError
+from ...errors import UserError
 from . import classical, learned, ours
 from .learned import Budget, Denoiser, Trainer, TrainingSet
 
@@ -96,10 +96,8 @@ METHODS: tuple[Method, ...] = (
     Method("n2s", "Noise2Self", "self-supervised", learned.blind_spot, {"scheme": "grid"}, trains=True),
     Method("ne2ne", "Neighbor2Neighbor", "self-supervised", learned.neighbor2neighbor, trains=True),
     Method("s2s-budget", "Speckle2Self (same budget)", "self-supervised", ours.same_budget, trains=True),
-    Method("s2s", "Speckle2Self (shipped)", "self-supervised", ours.shipped, needs_budget=True),
-    Method("s2s-network", "Speckle2Self (shipped, network only)", "self-supervised", ours.shipped,
-           {"smoothing": 0.0, "log_bias": False}, needs_budget=True,
-           note="no output smoothing and no log-bias step: what the post-processing adds"),
+    Method("s2s", "Speckle2Self (shipped)", "self-supervised", ours.shipped, needs_budget=True,
+           note="network output, brightness-matched to the input (no smoothing, no log-bias step)"),
     Method("n2n", "Noise2Noise", "clean-data", learned.noise2noise, trains=True),
     Method("supervised", "Supervised (clean targets)", "clean-data", learned.supervised, trains=True),
 )

@@ -3,7 +3,8 @@ real B-mode images from the shared data folder with hand-marked regions.
 
 Every image is float32 (H, W) in the 8-bit display domain scaled to [0, 1], the domain all methods
 receive. Regions are bool masks: "target" and "background" (compared by gCNR), "homogeneous" (SNR,
-ENL) and, on simulations, "edges" (edge beta).
+ENL) and, on simulations, "edges" (edge beta) and "points" (point scatterers: FWHM). The real reference
+set, scored against the method's published output, is in `published`.
 """
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import frames as fr
-from .errors import UserError
+from .. import frames as fr
+from ..errors import UserError
 from .peers.learned import TrainingSet
-from .simulate import SETTINGS, realisation, simulate_set
+from .simulate import PHANTOMS, SETTINGS, realisation, simulate_set
 
 TRAIN_SEED = 10_000
 """Training images use seeds from here on; test images from 0: the splits never share a phantom."""
 SECOND_REALISATION_SEED = 1
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DEFAULT_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 """The shared data folder beside the repository (as in Testing/conftest.py)."""
 
 
@@ -35,25 +36,44 @@ class TestSet:
     regions: list[dict[str, np.ndarray]]
     training: TrainingSet
     clean: list[np.ndarray] | None = None
+    published: list[np.ndarray] | None = None
+    """The method's published (gamma-2, 8-bit) output of each image: the real reference set only."""
 
     @property
     def simulated(self) -> bool:
         return self.clean is not None
 
+    @property
+    def against_published(self) -> bool:
+        """Scored against the method's published output (`published`), not with marked regions."""
+        return self.published is not None
 
-def simulated_set(setting: str, test_count: int, train_count: int, size: int) -> TestSet:
-    """Test and training images of one setting; training gets clean references and a second, independent
-    speckle realisation of each image (for the clean-data upper bounds)."""
-    test = simulate_set(setting, test_count, size, seed=0)
+    @property
+    def marked(self) -> bool:
+        """Real images with marked regions (Hom, gCNR, SNR, ENL)."""
+        return not self.simulated and not self.against_published
+
+
+def eight_bit(image: np.ndarray) -> np.ndarray:
+    """[0, 1] display values to 8-bit grey levels, without stretching (what the screen would show)."""
+    return np.rint(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def simulated_set(setting: str, test_count: int, train_count: int, size: int,
+                  phantoms: tuple[str, ...] = PHANTOMS) -> TestSet:
+    """Test and training images of one setting, the test images cycling through `phantoms`; training gets
+    clean references and a second, independent speckle realisation of each image (for the clean-data upper
+    bounds). Regions add "points", the point scatterers (empty but in the points phantom)."""
+    test = simulate_set(setting, test_count, size, seed=0, phantoms=phantoms)
     train = simulate_set(setting, train_count, size, seed=TRAIN_SEED)
     training = TrainingSet(noisy=[s.noisy for s in train], clean=[s.clean for s in train],
                            second=[realisation(s, SECOND_REALISATION_SEED) for s in train])
     return TestSet(setting, [s.noisy for s in test], [f"{s.phantom} (seed {s.seed})" for s in test],
-                   [s.regions for s in test], training, clean=[s.clean for s in test])
+                   [{**s.regions, "points": s.points} for s in test], training, clean=[s.clean for s in test])
 
 
-def simulated_sets(test_count: int, train_count: int, size: int) -> list[TestSet]:
-    return [simulated_set(name, test_count, train_count, size) for name in SETTINGS]
+def simulated_sets(test_count: int, train_count: int, size: int, phantoms: tuple[str, ...] = PHANTOMS) -> list[TestSet]:
+    return [simulated_set(name, test_count, train_count, size, phantoms) for name in SETTINGS]
 
 
 # A region is ("rect", top, left, height, width) or ("circle", row, col, radius), in crop coordinates.
@@ -103,7 +123,7 @@ def shape_mask(shape: tuple[int, int], region: Shape) -> np.ndarray:
 
 def load_real(image: RealImage, data: Path) -> np.ndarray:
     """The cropped grey frame in [0, 1] (8-bit grey / 255)."""
-    from .image_io import read_image
+    from ..image_io import read_image
 
     path = data / image.file
     if not path.is_file():

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .precision import bf16_is_fast
+from ..precision import bf16_is_fast
 
-SAMPLE = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "BkCurvilinearScanConvertedData.nrrd"
+SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "BkCurvilinearScanConvertedData.nrrd"
 SHARED_FRAMES = ("pluslibdata/UltrasonixLinearScanConvertedData.igs.mha",
                  "pluslibdata/SpinePhantomFreehand.igs.mha", "pymust_examples/carotid.jpg")
 
@@ -69,7 +69,7 @@ def network_gflop(net: torch.nn.Module, size: int) -> float:
 
 def _paths(net: torch.nn.Module, plan: SpeedPlan):
     """(name, callable(x) -> output) for each execution path worth measuring."""
-    from .precision import autocast
+    from ..precision import autocast
 
     cpu = torch.device("cpu")
     channels_last = _channels_last_copy(net)
@@ -132,7 +132,7 @@ def measure_paths(net: torch.nn.Module, plan: SpeedPlan, peak_fp32: float) -> li
 def end_to_end(plan: SpeedPlan) -> list[dict]:
     """ms per frame of `despeckle()` on a uint8 stack: the reference (fp32, batches of 4, as before the
     speed work) against the default (automatic precision and batch), square and odd sizes."""
-    from .inference import despeckle
+    from ..inference import despeckle
 
     rng = np.random.default_rng(0)
     rows = []
@@ -147,8 +147,8 @@ def end_to_end(plan: SpeedPlan) -> list[dict]:
 def real_frames(data: Path | None, size: int) -> list[tuple[str, np.ndarray]]:
     """Grey frames of real scans, reflect-padded or cropped to size x size: the bundled sample and,
     with `data`, a frame of each of a few shared files."""
-    from .frames import grey_stack
-    from .image_io import read_image
+    from ..frames import grey_stack
+    from ..image_io import read_image
 
     paths = [SAMPLE] + ([data / name for name in SHARED_FRAMES if (data / name).is_file()] if data else [])
     frames = []
@@ -166,8 +166,8 @@ def _square(frame: np.ndarray, size: int) -> np.ndarray:
 def agreement(frames: list[tuple[str, np.ndarray]]) -> list[dict]:
     """How far the default (auto precision) output is from the fp32 reference, per real frame:
     PSNR of the float outputs, and the largest and the share of 8-bit differences above 1."""
-    from .inference import despeckle
-    from .metrics import psnr
+    from ..inference import despeckle
+    from ..metrics import psnr
 
     rows = []
     for name, frame in frames:
@@ -182,7 +182,7 @@ def agreement(frames: list[tuple[str, np.ndarray]]) -> list[dict]:
 def cine_run(frames: int, size: int, precision: str) -> dict:
     """Time and peak resident memory of `speckle2self despeckle` on a frames x size x size uint8 cine
     (the bundled sample, shifted a little each frame), in a fresh process."""
-    from .image_io import read_image, write_image
+    from ..image_io import read_image, write_image
 
     base = _square(read_image(SAMPLE).array, size)
     cine = np.stack([np.roll(base, i % 32, axis=1) for i in range(frames)])
@@ -211,7 +211,7 @@ def _peak_rss_kib(command: list[str]) -> float:
 
 def training_step(precision: str, steps: int, size: int = 256, batch: int = 4) -> float:
     """Median seconds of a full fine-tuning step (three branches, batch, size x size crops), first excluded."""
-    from .training import TrainConfig, train
+    from ..training import TrainConfig, train
 
     crops = np.random.default_rng(0).random((2, max(size, 64) * 2, max(size, 64) * 2), dtype=np.float32)
     result = train([crops], TrainConfig(steps=steps + 1, size=size, batch=batch, precision=precision),
@@ -222,7 +222,7 @@ def training_step(precision: str, steps: int, size: int = 256, batch: int = 4) -
 
 def bench_speed(plan: SpeedPlan = SpeedPlan(), data: Path | None = None) -> dict:
     """Every figure of docs/performance.md, measured now on the CPU."""
-    from .inference import inference_model
+    from ..inference import inference_model
 
     net = inference_model(device="cpu")
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}

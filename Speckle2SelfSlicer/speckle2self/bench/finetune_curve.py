@@ -1,7 +1,8 @@
 """Fine-tuning on one held-out real sequence: homogeneity and gCNR against CPU seconds of fine-tuning.
 
 Each budget is a separate fine-tune from the same starting weights, configured exactly as the Slicer
-module's fine-tuning (Speckle2SelfSlicerLib.logic: `train_job`, crops of up to 256, automatic precision).
+module's fine-tuning (`speckle2self.finetuning.finetune_job`, its safeguard included: a refused run scores as
+the un-tuned model).
 """
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import frames as fr
-from .benchmark_sets import REAL_IMAGES, RealImage, shape_mask
-from .errors import UserError
-from .image_io import read_image
-from .inference import despeckle
-from .metrics import gcnr, homogeneity
-from .training import FINETUNE_LR, finetune_config, train_job
-from .weights import DEFAULT_WEIGHTS
+from .. import frames as fr
+from ..errors import UserError
+from ..image_io import read_image
+from ..inference import despeckle
+from ..metrics import gcnr, homogeneity
+from ..finetuning import finetune_job
+from ..training import FINETUNE_LR
+from ..weights import DEFAULT_WEIGHTS
+from .sets import REAL_IMAGES, RealImage, shape_mask
 
 HELD_OUT = "pluslibdata/Prostate10_video.igs.mhd"
 
@@ -40,17 +42,13 @@ def finetune_curve(data: Path, seconds: tuple[float, ...] = (30, 60, 120), weigh
         raise UserError(f"Held-out sequence {path} not found", "pass --data with the shared data folder")
     stack = fr.grey_stack(read_image(path).array)
     init = weights or DEFAULT_WEIGHTS
-    configs = [finetune_config([stack], minutes=budget / 60, lr=lr) for budget in seconds]
-    for config in configs:  # a bad budget or rate is refused before any work
-        config.validate()
+    jobs = [finetune_job([stack], weights=init, minutes=budget / 60, lr=lr) for budget in seconds]  # all checked
     rows = [{"seconds": None, "model": "input", **_scores(stack, marked)},
             {"seconds": 0.0, "model": Path(init).name, **_scores(despeckle(stack, weights=init), marked)}]
-    for budget, config in zip(seconds, configs):
-        job = train_job([stack], config, init=init, device="auto")
+    for budget, job in zip(seconds, jobs):
         result = job.run(progress)
-        model = result.model.eval()
-        rows.append({"seconds": float(budget), "model": "fine-tuned", "steps": result.card["steps"],
-                     **_scores(despeckle(stack, model=model), marked)})
+        rows.append({"seconds": float(budget), "model": "fine-tuned" if result.accepted else "refused (un-tuned)",
+                     "steps": result.card["steps"], **_scores(despeckle(stack, model=result.model), marked)})
     return rows
 
 

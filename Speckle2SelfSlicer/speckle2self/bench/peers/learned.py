@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inference import pad_to_multiple
-from ..network import Decoder, Encoder
-from ..precision import autocast, resolve_precision
+from ...inference import pad_to_multiple
+from ...network import Decoder, Encoder
+from ...precision import autocast, resolve_precision
 
 Denoiser = Callable[[np.ndarray], np.ndarray]
 Trainer = Generator[str, None, Denoiser]

@@ -12,12 +12,12 @@ from typing import Generator
 
 import numpy as np
 
+from ..inference import despeckle
+from ..jobs import Job, Progress
+from ..losses import LossWeights
+from ..training import TrainConfig, train_job
 from .benchmark import measure
-from .benchmark_sets import simulated_set
-from .inference import despeckle
-from .jobs import Job, Progress
-from .losses import LossWeights
-from .training import TrainConfig, train_job
+from .sets import simulated_set
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def ablation_job(seconds: float = 120.0, setting: str = "S-II", test_count: int 
             started = time.perf_counter()
             outputs = [despeckle(image, model=model, device=device) for image in data.images]
             ms_per_frame = 1000 * (time.perf_counter() - started) / len(outputs)
-            scores = [measure(output, regions, clean)
+            scores = [measure(output, regions, clean, setting)
                       for output, regions, clean in zip(outputs, data.regions, data.clean)]
             rows.append({"variant": variant.name, "steps": training.result.card["steps"], "ms": ms_per_frame,
                          "train_s": train_s, "images": len(noisy),
