@@ -161,6 +161,23 @@ def test_finetune_curve_scores_the_held_out_sequence_before_and_after(shared_dat
     assert "Prostate10_video.igs.mhd" in out.read_text() and rows[-1] in capsys.readouterr().out
 
 
+def test_carotid_fine_tuning_scores_each_clip_before_and_after(tmp_path, tiny_weights, capsys):
+    from speckle2self.bench import published as pub
+    from speckle2self.bench.sets import eight_bit
+
+    noisy = [eight_bit(s.noisy) for s in simulate_set("S-III", 2, 64)]
+    write_gif(tmp_path / "Input_01.gif", noisy)
+    write_gif(tmp_path / "Speckle2Self_gamma2.0_01.gif", [pub.gamma8(frame) for frame in noisy])
+    out = tmp_path / "carotid.md"
+    assert main(["finetune-curve", "--carotid-steps", "1", "--reference", str(tmp_path), "--weights",
+                 str(tiny_weights), "--out", str(out)]) == 0
+    rows = [line.split("|") for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r[1].strip() for r in rows[1:]] == ["01", "mean"]
+    before, after = float(rows[1][2]), float(rows[1][3])
+    assert -1 <= before <= 1 and -1 <= after <= 1 and rows[1][7].strip() in ("yes", "no")  # a random network
+    assert float(rows[1][4]) == pytest.approx(after - before, abs=0.0015)  # the change, from unrounded values
+
+
 @pytest.mark.parametrize("lr", ["0", "-1e-3"])
 def test_finetune_curve_refuses_a_bad_learning_rate_before_any_work(shared_data, tmp_path, capsys, lr):
     out = tmp_path / "finetune.md"

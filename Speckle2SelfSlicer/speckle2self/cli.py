@@ -228,6 +228,15 @@ def cmd_finetune_curve(args) -> None:
     from .bench.sets import DEFAULT_DATA
 
     _check_page(args.out)
+    if args.carotid_steps is not None:
+        from .bench.finetune_curve import carotid_finetune, carotid_markdown
+        from .bench.published import DEFAULT_REFERENCE
+
+        rows = carotid_finetune(Path(args.reference or DEFAULT_REFERENCE), args.carotid_steps, args.weights)
+        _print_page(carotid_markdown(rows), args.out, "Fine-tuning on each real carotid clip",
+                    f"each clip's 3 input frames, fine-tuned as the Slicer module does, scored against the "
+                    f"method's published output; `speckle2self {shlex.join(args.argv)}`")
+        return
     rate = {} if args.lr is None else {"lr": args.lr}  # the parser is built without torch: no FINETUNE_LR here
     rows = finetune_curve(Path(args.data or DEFAULT_DATA), tuple(args.seconds), args.weights, **rate)
     _print_page(markdown(rows), args.out, "Fine-tuning on a held-out sequence",
@@ -369,6 +378,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--weights", help="starting weights (default: the shipped model)")
     f.add_argument("--seconds", type=float, nargs="+", default=[30, 60, 120], help="fine-tuning budgets")
     f.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the module's, 3e-4)")
+    f.add_argument("--carotid-steps", type=int, help="instead: fine-tune on each real carotid clip of the "
+                   "published reference for this many steps and score it against the published output")
+    f.add_argument("--reference", help="the carotid_published folder (default: ../shared/reference/...)")
     f.add_argument("--out", help="write the table to this markdown file")
     f.set_defaults(func=cmd_finetune_curve)
 

@@ -52,6 +52,41 @@ def finetune_curve(data: Path, seconds: tuple[float, ...] = (30, 60, 120), weigh
     return rows
 
 
+def carotid_finetune(reference: Path, steps: int, weights: Path | None = None, progress=None) -> list[dict]:
+    """Each real carotid clip (of CLIPS, those in the folder) of the published reference despeckled before and after fine-tuning on its own
+    3 input frames for `steps` steps (the product's `finetune_job`, safeguard included), scored against the
+    method's published output (SSIM, Hom: `published.scores`)."""
+    from .published import CLIPS, carotid_set, scores
+
+    rows = []
+    for clip in [c for c in CLIPS if (Path(reference) / f"Input_{c}.gif").is_file()] or CLIPS:
+        reference_set = carotid_set(Path(reference), (clip,))
+        stack = np.stack(reference_set.images)
+        job = finetune_job([stack], weights=weights, steps=steps)
+        models = {"before": None, "after": job.run(progress)}
+        row = {"clip": clip, "kept": models["after"].accepted}
+        for name, result in models.items():
+            out = despeckle(stack, weights=weights) if result is None else despeckle(stack, model=result.model)
+            values = [scores(o, p) for o, p in zip(out, reference_set.published)]
+            row[name] = {metric: float(np.mean([v[metric] for v in values])) for metric in ("ssim", "hom")}
+        rows.append(row)
+    return rows
+
+
+def carotid_markdown(rows: list[dict]) -> str:
+    lines = ["| clip | SSIM before | SSIM after | change | Hom before | Hom after | tuned model kept |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        b, a = r["before"], r["after"]
+        lines.append(f"| {r['clip']} | {b['ssim']:.3f} | {a['ssim']:.3f} | {a['ssim'] - b['ssim']:+.3f} | "
+                     f"{b['hom']:.3f} | {a['hom']:.3f} | {'yes' if r['kept'] else 'no'} |")
+    mean = {k: {m: np.mean([r[k][m] for r in rows]) for m in ("ssim", "hom")} for k in ("before", "after")}
+    lines.append(f"| mean | {mean['before']['ssim']:.3f} | {mean['after']['ssim']:.3f} | "
+                 f"{mean['after']['ssim'] - mean['before']['ssim']:+.3f} | {mean['before']['hom']:.3f} | "
+                 f"{mean['after']['hom']:.3f} | |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| fine-tuning (s) | steps | homogeneity | gCNR |", "|---|---|---|---|"]
     for row in rows:
