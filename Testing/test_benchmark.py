@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import PUBLISHED_REFERENCE, SHARED_DATA
 from speckle2self.bench.benchmark import QUICK_CONFIG, _grid_scores, bench_config, benchmark_job
@@ -176,6 +177,20 @@ def test_carotid_fine_tuning_scores_each_clip_before_and_after(tmp_path, tiny_we
     before, after = float(rows[1][2]), float(rows[1][3])
     assert -1 <= before <= 1 and -1 <= after <= 1 and rows[1][7].strip() in ("yes", "no")  # a random network
     assert float(rows[1][4]) == pytest.approx(after - before, abs=0.0015)  # the change, from unrounded values
+
+
+def test_carotid_figure_shows_input_published_and_ours_side_by_side(tmp_path, tiny_weights):
+    from speckle2self.bench import published as pub
+    from speckle2self.bench.sets import eight_bit
+
+    noisy = [eight_bit(s.noisy) for s in simulate_set("S-III", 2, 64)]
+    write_gif(tmp_path / "Input_01.gif", noisy)
+    write_gif(tmp_path / "Speckle2Self_gamma2.0_01.gif", [pub.gamma8(frame) for frame in noisy])
+    path = pub.comparison_figure(tmp_path, tmp_path / "carotid.png", tiny_weights, frames=(("01", 1), ("01", 0)))
+    figure = np.array(Image.open(path))
+    assert figure.shape == (2 * 64 + 4, 3 * 64 + 8)
+    assert np.array_equal(figure[:64, :64], pub.gamma8(noisy[1]))
+    assert np.array_equal(figure[:64, 68:132], pub.gamma8(noisy[1]))  # the published frame, already gamma 2
 
 
 @pytest.mark.parametrize("lr", ["0", "-1e-3"])

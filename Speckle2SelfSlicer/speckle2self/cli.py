@@ -178,6 +178,11 @@ def cmd_bench(args) -> None:
     if args.tune:
         print(tuning_table(tune(args.count or 4, methods=args.methods, device=args.device)))
         return
+    if args.carotid_figure:
+        from .bench.published import DEFAULT_REFERENCE, comparison_figure
+
+        print(comparison_figure(Path(args.reference or DEFAULT_REFERENCE), Path(args.carotid_figure), args.weights))
+        return
     config = bench_config(args.quick, args.budget, args.methods, args.data, args.count, args.device, args.weights,
                           args.reference)
     out = output_folder(args.out, args.quick)
@@ -358,6 +363,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--methods", nargs="+", metavar="KEY", help="only these methods (keys as in docs/benchmark.md)")
     q.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     q.add_argument("--weights", help="also score these Speckle2Self weights (row s2s-candidate) beside the shipped ones")
+    q.add_argument("--carotid-figure", metavar="PNG", help="only write input | published | ours (gamma 2) for "
+                   "three real carotid frames (--weights: ours, default the shipped model); no benchmark")
     q.add_argument("--tune", action="store_true", help="score each method's grid on S-II and print it; no benchmark")
     q.set_defaults(func=cmd_bench)
 

@@ -126,3 +126,22 @@ def paper_rows(folder: Path, clips: tuple[str, ...], count: int | None = None) -
             per_chain[chain] = {metric: [v[metric] for v in values] for metric in ("ssim", "hom")}
         rows.append(PaperRow(name, reference.labels, per_chain))
     return rows
+
+
+def comparison_figure(folder: Path, out: Path, weights: Path | None = None,
+                      frames: tuple[tuple[str, int], ...] = (("01", 0), ("03", 1), ("05", 2))) -> Path:
+    """A PNG of real carotid frames, one row each: input | published | ours, all shown at display gamma 2 as
+    the paper shows them (ours: `despeckle` with its defaults and `weights`, default the shipped model)."""
+    from ..image_io import write_image
+    from ..inference import despeckle
+
+    rows = []
+    for clip, k in frames:
+        noisy = gif_frames(Path(folder) / f"Input_{clip}.gif")[k]
+        published = gif_frames(Path(folder) / f"{PUBLISHED}_gamma{GAMMA:.1f}_{clip}.gif")[k]
+        ours = despeckle(noisy, weights=weights)
+        gap = np.zeros((noisy.shape[0], 4), np.uint8)
+        rows.append(np.concatenate([gamma8(noisy), gap, published, gap, gamma8(ours)], axis=1))
+    band = np.zeros((4, rows[0].shape[1]), np.uint8)
+    write_image(Path(out), np.concatenate([r for row in rows for r in (row, band)][:-1]), force=True)
+    return Path(out)
