@@ -14,7 +14,7 @@ at black and white taken into account; the speckle standard deviation is measure
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 
 _NODES = 1024
 LOG_SPECKLE = (np.log(-np.log1p(-(np.arange(_NODES) + 0.5) / _NODES)) * np.sqrt(6) / np.pi).astype(np.float32)
@@ -54,7 +54,7 @@ def degridded(output: np.ndarray, period: int = GRID_PERIOD) -> np.ndarray:
         raise ValueError(f"degridded needs sides that are multiples of {period}, got {h} x {w}")
     if min(h, w) < MIN_GRID_SIDE:
         return output
-    spectrum = np.fft.fft2(output.astype(np.float32))
+    spectrum = fft.fft2(output.astype(np.float32))  # complex64: 4x faster than numpy's complex128
     a, b = np.divmod(np.arange(1, period * period), period)  # every lattice frequency but (0, 0)
     rows = (a[:, None] * (h // period) + _OFFSETS) % h
     cols = (b[:, None] * (w // period) + _OFFSETS) % w
@@ -64,7 +64,7 @@ def degridded(output: np.ndarray, period: int = GRID_PERIOD) -> np.ndarray:
     level = GRID_EXCESS * np.median(magnitude[:, _CHEBYSHEV >= 2], axis=1)[:, None, None]
     scale = np.where((_CHEBYSHEV <= 1) & (magnitude > level), level / np.maximum(magnitude, 1e-12), 1.0)
     spectrum[index] = patches * scale
-    return np.real(np.fft.ifft2(spectrum)).astype(np.float32)
+    return fft.ifft2(spectrum).real.astype(np.float32)
 
 
 def brightness_matched(output: np.ndarray, source: np.ndarray, inside: np.ndarray) -> np.ndarray:
