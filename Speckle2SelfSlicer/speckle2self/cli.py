@@ -28,6 +28,20 @@ def _progress_bar(job: Job, unit: str):
         return job.run(show)
 
 
+def _json_lines(job: Job, phase: str, **fields):
+    """Run a job printing one JSON object per update on stdout (`--progress json`, read by the Slicer module):
+    phase, done, total, elapsed and seconds_left (null before the first unit), message and `fields`."""
+    def show(p: Progress) -> None:
+        print(json.dumps({"phase": phase, "done": p.done, "total": p.total, "elapsed": round(p.elapsed, 3),
+                          "seconds_left": p.seconds_left, "message": p.message, **fields}), flush=True)
+    return job.run(show)
+
+
+def _run(job: Job, args, unit: str, phase: str, **fields):
+    """Run a job under the progress display --progress asks for."""
+    return _json_lines(job, phase, **fields) if args.progress == "json" else _progress_bar(job, unit)
+
+
 def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
     if len(inputs) == 1 and not output.is_dir():
         return [output]
@@ -37,12 +51,35 @@ def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
     return [output / p.name for p in inputs]
 
 
-def _finetune(image_array: np.ndarray, args) -> object:
+def _finetune(image_array: np.ndarray, source: Path, args, **fields) -> object:
     from .training import finetune_config, train_job
+    from .weights import save_checkpoint
 
-    config = finetune_config([image_array], steps=args.finetune_steps, size=args.finetune_size,
-                             precision=args.precision)
-    return _progress_bar(train_job([image_array], config, init=args.weights, device=args.device), "step").model
+    config = finetune_config([image_array], steps=args.finetune_steps or None, minutes=args.finetune_minutes,
+                             size=args.finetune_size, precision=args.precision)
+    extra = {"source": source.stem, "command": "speckle2self " + shlex.join(args.argv)}
+    job = train_job([image_array], config, init=args.weights, device=args.device, card_extra=extra)
+    result = _run(job, args, "step", "fine-tuning", **fields)
+    if args.save_finetuned:
+        save_checkpoint(result.model, Path(args.save_finetuned), result.card)
+    return result.model
+
+
+def _check_save_finetuned(args, inputs: list[Path]) -> None:
+    """Refuse a --save-finetuned that cannot be honoured, before any work."""
+    if not args.save_finetuned:
+        return
+    target = Path(args.save_finetuned)
+    if not (args.finetune_steps or args.finetune_minutes):
+        raise UserError("--save-finetuned keeps a fine-tuned model, but no fine-tuning was asked for",
+                        "add --finetune-steps or --finetune-minutes")
+    if len(inputs) > 1:
+        raise UserError("--save-finetuned takes one input (each input is fine-tuned on its own)",
+                        "run once per input")
+    if not target.resolve().parent.is_dir():
+        raise UserError(f"The folder of {target} does not exist", "create it first")
+    if target.exists() and not args.force:
+        raise UserError(f"{target} already exists", "choose another name or overwrite it with --force")
 
 
 def cmd_despeckle(args) -> None:
@@ -54,17 +91,21 @@ def cmd_despeckle(args) -> None:
     if args.preview and len(inputs) > 1:
         raise UserError("--preview takes one input", "run once per input")
     outputs = _output_paths(inputs, Path(args.output))
+    _check_save_finetuned(args, inputs)
     memory_limit = MEMORY_LIMIT if args.max_memory is None else int(args.max_memory * GIB)
-    for source, target in zip(inputs, outputs):
+    for number, (source, target) in enumerate(zip(inputs, outputs), 1):
+        which = {"input": number, "inputs": len(inputs)}
         image = read_image(source)
         write_image(target, image.array, like=image, force=args.force, check_only=True)
         options = {"device": args.device, "gamma": args.gamma, "batch_size": args.batch, "memory_limit": memory_limit,
                    "precision": args.precision, "match_brightness": not args.network_brightness,
                    "smoothing": args.smoothing, "log_bias": not args.keep_log_bias}
         job = despeckle_job(image.array, weights=args.weights, **options)  # checks pixels, weights, memory first
-        if args.finetune_steps:
-            job = despeckle_job(image.array, model=_finetune(fr.grey_stack(image.array), args), **options)
-        result = _progress_bar(job, "frame")
+        if args.finetune_steps or args.finetune_minutes:
+            model = _finetune(fr.grey_stack(image.array), source, args, **which)
+            tuned = {"weights": args.save_finetuned} if args.save_finetuned else {"model": model}
+            job = despeckle_job(image.array, **tuned, **options)  # as saved: reusing the file gives this result
+        result = _run(job, args, "frame", "despeckling", **which)
         if not args.preview:  # free the input before writing: SimpleITK copies the result once more
             del job
             image = image.without_pixels()
@@ -228,8 +269,15 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--max-memory", type=float, help="GiB one batch of frames may use (default 8); batches "
                    "shrink to fit, a frame that needs more is refused")
     _precision_option(d)
-    d.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on each input first")
+    length = d.add_mutually_exclusive_group()
+    length.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on each input first")
+    length.add_argument("--finetune-minutes", type=float, help="fine-tune on each input first, this long")
     d.add_argument("--finetune-size", type=int, default=256, help="fine-tuning crop size")
+    d.add_argument("--save-finetuned", metavar="CHECKPOINT", help="keep the fine-tuned model in this file (a "
+                   "model card goes beside it; one input) and despeckle with it as saved")
+    d.add_argument("--progress", choices=("bar", "json"), default="bar",
+                   help="bar: a progress bar on stderr; json: one JSON line per update on stdout (phase "
+                   "fine-tuning or despeckling, done, total, elapsed, seconds_left, message, input, inputs)")
     d.add_argument("--preview", help="also write a before/after PNG of the middle frame (one input)")
     d.add_argument("--force", action="store_true", help="overwrite existing outputs")
     d.set_defaults(func=cmd_despeckle)

@@ -62,7 +62,8 @@ def code_version() -> str:
     return f"{__version__}+g{commit}"
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Let `write(tmp)` write a temporary file beside `path`, then move it into place (readable by all)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -87,11 +88,16 @@ def save_checkpoint(model: "Speckle2SelfNet", path: Path, card: dict, half: bool
     checkpoint = {"format": FORMAT, "width": model.width, "head": model.head, "state_dict": state,
                   "config": json.dumps(card.get("config", {})), "code_version": code_version(),
                   TENSOR_DIGEST: tensor_digest(state)}
-    _atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
     card = {**card, "width": model.width, "head": model.head, "code_version": checkpoint["code_version"],
             "weights_file": path.name, "sha256": sha256(path), TENSOR_DIGEST: checkpoint[TENSOR_DIGEST]}
-    _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+    write_card(path, card)
     return card
+
+
+def write_card(weights: Path, card: dict) -> None:
+    """Write the model card beside `weights`, atomically."""
+    atomic_write(card_path(weights), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
 
 
 def read_card(weights: Path) -> dict:
