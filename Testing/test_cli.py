@@ -65,6 +65,55 @@ def test_despeckle_with_fine_tuning_first(tmp_path, tiny_weights):
     assert _read(out)[1].shape == (80, 96)
 
 
+def test_progress_json_lines_and_a_saved_fine_tuned_model(tmp_path, tiny_weights, capsys):
+    from speckle2self.weights import load_checkpoint
+
+    small, out, kept = tmp_path / "small.nrrd", tmp_path / "out.nrrd", tmp_path / "kept.pt"
+    sitk.WriteImage(sitk.ReadImage(str(SAMPLE))[:96, :80], str(small))
+    assert main(["despeckle", str(small), "-o", str(out), "--weights", str(tiny_weights), "--finetune-steps", "3",
+                 "--finetune-size", "64", "--save-finetuned", str(kept), "--progress", "json"]) == 0
+    printed = capsys.readouterr()
+    lines = [json.loads(line) for line in printed.out.splitlines() if line.startswith("{")]
+    assert printed.out.splitlines()[-1] == str(out) and printed.err == ""
+    assert [line["phase"] for line in lines] == ["fine-tuning"] * 4 + ["despeckling"] * 2
+    assert [(line["done"], line["total"]) for line in lines] == [(0, 3), (1, 3), (2, 3), (3, 3), (0, 1), (1, 1)]
+    assert lines[0]["seconds_left"] is None and lines[-1]["seconds_left"] == 0
+    assert all(line["input"] == line["inputs"] == 1 and line["elapsed"] >= 0 for line in lines)
+    model, card = load_checkpoint(kept)
+    assert card["source"] == "small" and card["steps"] == 3 and card["command"].startswith("speckle2self despeckle")
+    # The output was made with the model as saved: despeckling with it again gives the same file.
+    again = tmp_path / "again.nrrd"
+    assert main(["despeckle", str(small), "-o", str(again), "--weights", str(kept)]) == 0
+    np.testing.assert_array_equal(_read(again)[1], _read(out)[1])
+
+
+def test_fine_tuning_for_minutes(tmp_path, tiny_weights, capsys):
+    small, out = tmp_path / "small.nrrd", tmp_path / "out.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(SAMPLE))[:64, :64], str(small))
+    assert main(["despeckle", str(small), "-o", str(out), "--weights", str(tiny_weights), "--finetune-minutes",
+                 "0.002", "--finetune-size", "32", "--progress", "json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    tuning = [line for line in lines if line["phase"] == "fine-tuning"]
+    assert {line["total"] for line in tuning} == {0.12} and tuning[-1]["done"] >= 0.12  # seconds of the budget
+
+
+@pytest.mark.parametrize("case, words", [("no fine-tuning", "no fine-tuning was asked for"),
+                                         ("two inputs", "takes one input"), ("exists", "already exists"),
+                                         ("no folder", "does not exist")])
+def test_save_finetuned_mistakes_are_refused_before_any_work(tmp_path, tiny_weights, capsys, case, words):
+    target = {"exists": tmp_path / "taken.pt", "no folder": tmp_path / "no" / "m.pt"}.get(case, tmp_path / "m.pt")
+    if case == "exists":
+        target.write_bytes(b"precious")
+    inputs = [str(SAMPLE)] * (2 if case == "two inputs" else 1)
+    tuning = [] if case == "no fine-tuning" else ["--finetune-steps", "2"]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert main(["despeckle", *inputs, "-o", str(tmp_path), "--weights", str(tiny_weights), *tuning,
+                 "--save-finetuned", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("speckle2self: error: ") and err.count("\n") == 1 and words in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
 def test_evaluate_reports_homogeneity_and_that_the_outside_of_the_sector_stays_black(tiny_weights, capsys):
     assert main(["evaluate", str(SAMPLE), "--weights", str(tiny_weights), "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
