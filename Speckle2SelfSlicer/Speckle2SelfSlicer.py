@@ -85,7 +85,8 @@ class ReviewMode(enum.Enum):
     OVERLAY = "overlay"
 
     def label(self):
-        return {ReviewMode.SIDE_BY_SIDE: _("Side by side (linked views)"), ReviewMode.OVERLAY: _("Overlay (fade)")}[self]
+        return {ReviewMode.SIDE_BY_SIDE: _("Side by side (linked views)"),
+                ReviewMode.OVERLAY: _("Overlay (fade)")}[self]
 
 
 Volume = Union[slicer.vtkMRMLScalarVolumeNode, slicer.vtkMRMLVectorVolumeNode, None]
@@ -218,7 +219,6 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.measureTable.setVerticalHeaderLabels(list(METRICS))
 
         self.initializeParameterNode()
-        self._updateDeviceChoices()
 
     def cleanup(self):
         self._stopJob()
@@ -228,7 +228,8 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.initializeParameterNode()
 
     def exit(self):
-        self.setParameterNode(None)
+        """Keep the parameter node (a running job still reads it) but stop updating the panel from it."""
+        self._unbindParameterNode()
 
     def onSceneStartClose(self, caller, event):
         self._stopJob()
@@ -249,15 +250,20 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
                                                or slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLVectorVolumeNode"))
 
     def setParameterNode(self, parameterNode):
-        """Bind the widgets to `parameterNode` (a Speckle2SelfParameterNode, or None to unbind)."""
-        if self._parameterNode is not None:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateEnabledState)
+        """Bind the widgets to `parameterNode` (a Speckle2SelfParameterNode, or None)."""
+        self._unbindParameterNode()
         self._parameterNode = parameterNode
         if self._parameterNode is not None:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)  # refills the combo boxes
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateEnabledState)
+            self._updateDeviceChoices()
             self._updateEnabledState()
+
+    def _unbindParameterNode(self):
+        if self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateEnabledState)
 
     def _updateEnabledState(self, caller=None, event=None):
         parameters = self._parameterNode
