@@ -31,7 +31,6 @@ from speckle2self.errors import UserError
 from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models, displayed_volume,
                                    list_finetuned_models, sequence_browser)
 from Speckle2SelfSlicerLib.cli_process import ProcessFailed
-from Speckle2SelfSlicerLib.measure import METRICS, compare
 
 HOMEPAGE = "https://github.com/speckle2self/Speckle2Self"
 SAMPLE_NAME = "Speckle2SelfBMode"
@@ -39,6 +38,8 @@ SAMPLE_FILE = "BkCurvilinearScanConvertedData.nrrd"
 SAMPLE_SHA256 = "45bffd517f343b46b3e47e3d4bb90b50e169b8ac58627071361307a4398c2742"
 TORCH_REQUIREMENT = ">=2.1"
 MONAI_REQUIREMENT = "monai>=1.3"
+SKIMAGE_REQUIREMENT = "scikit-image>=0.21"
+"""Needed by the Measure section only (speckle2self.metrics), so installed on its first use."""
 POLL_MS = 100
 """How often the panel reads the separate process's progress."""
 
@@ -213,10 +214,6 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.measureButton.connect("clicked(bool)", self.onMeasure)
         self.ui.opacitySlider.connect("valueChanged(double)", self._setOverlayOpacity)
         self.ui.progressBar.visible = False
-        self.ui.measureTable.setColumnCount(2)
-        self.ui.measureTable.setHorizontalHeaderLabels([_("Input"), _("Output")])
-        self.ui.measureTable.setRowCount(len(METRICS))
-        self.ui.measureTable.setVerticalHeaderLabels(list(METRICS))
 
         self.initializeParameterNode()
 
@@ -336,7 +333,7 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
                 self._setStatus(_("PyTorch is not installed, so despeckling cannot run."))
                 return False
-        if not self._ensureMonai():
+        if not self._ensurePackage(MONAI_REQUIREMENT, "monai"):
             self._setStatus(_("MONAI is not installed, so despeckling cannot run."))
             return False
         self._setStatus("")
@@ -344,24 +341,25 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._updateDeviceChoices()
         return True
 
-    def _ensureMonai(self) -> bool:
+    def _ensurePackage(self, requirement: str, module: str) -> bool:
+        """Install the Python package `requirement` (imported as `module`) unless it is there; False if not."""
         try:
             from slicer.packaging import pip_ensure
         except ImportError:
             pip_ensure = None
         if pip_ensure is not None:
             with slicer.util.WaitCursor():
-                pip_ensure([MONAI_REQUIREMENT])
-        elif importlib.util.find_spec("monai") is None:
+                pip_ensure([requirement])
+        elif importlib.util.find_spec(module) is None:
             if not slicer.util.confirmOkCancelDisplay(
-                    _("Speckle2Self needs the MONAI Python package ({requirement}). Install it now? "
-                      "This takes a minute or two.").format(requirement=MONAI_REQUIREMENT)):
+                    _("Speckle2Self needs the Python package {requirement}. Install it now? "
+                      "This takes a minute or two.").format(requirement=requirement)):
                 return False
-            self._setStatus(_("Installing MONAI..."))
+            self._setStatus(_("Installing {requirement}...").format(requirement=requirement))
             with slicer.util.WaitCursor():
-                slicer.util.pip_install(MONAI_REQUIREMENT)
+                slicer.util.pip_install(requirement)
         importlib.invalidate_caches()
-        return importlib.util.find_spec("monai") is not None
+        return importlib.util.find_spec(module) is not None
 
     # Running
 
@@ -481,15 +479,24 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     def onMeasure(self):
         """Fill the table with the quality of the last input and output on the two regions."""
+        if not self._ensurePackage(SKIMAGE_REQUIREMENT, "skimage"):
+            return
+        from Speckle2SelfSlicerLib.measure import METRICS, compare
+
         inputVolume, outputVolume = self._lastResult
         with slicer.util.tryWithErrorDisplay(_("Cannot measure."), waitCursor=True):
             readout = compare(inputVolume, outputVolume, self._parameterNode.tissueRegion,
                               self._parameterNode.darkRegion)
+            table = self.ui.measureTable
+            table.setColumnCount(2)
+            table.setRowCount(len(METRICS))
+            table.setHorizontalHeaderLabels([_("Input"), _("Output")])  # the order of compare's readout
+            table.setVerticalHeaderLabels(list(METRICS))
             for column, values in enumerate(readout.values()):
                 for row, value in enumerate(values.values()):
                     item = qt.QTableWidgetItem("-" if isinstance(value, str) else f"{value:.3g}")
                     item.setToolTip(value if isinstance(value, str) else "")
-                    self.ui.measureTable.setItem(row, column, item)
+                    table.setItem(row, column, item)
 
     def onDeleteModels(self):
         """List the fine-tuned models saved on this computer and delete them after confirmation."""
