@@ -67,7 +67,6 @@ class SubprocessJob:
 
     def __init__(self, logic, source, output, options: dict, command: list[str]):
         self.logic, self.source, self.output = logic, source, output
-        self.description = f"Speckle2Self: {source.name}"
         self.last: Progress | None = None
         self.result = None
         self._ended = False
@@ -80,8 +79,8 @@ class SubprocessJob:
         try:
             self._inputs = write_inputs(folder, source.name, source.volumes, source.arrays)
             if finetune and len(self._inputs) > 1:
-                raise UserError(f"Sequence '{source.name}' has frames of different sizes or types, which the "
-                                "separate process fine-tunes on one at a time",
+                raise UserError(f"Sequence '{source.name}' has frames of different sizes or types, so the separate "
+                                "process cannot fine-tune one model on all of them",
                                 "fine-tune in Slicer's process (logic.process from the Python console) or "
                                 "despeckle without fine-tuning")
             self._tuned = folder / "finetuned.pt" if finetune and options.get("save_finetuned", True) else None
@@ -149,7 +148,8 @@ class SubprocessJob:
         arrays: list[np.ndarray] = [None] * len(self.source.arrays)  # type: ignore[list-item]
         for path, group in self._inputs:
             result = read_image(self._process.folder / "out" / path.name).array
-            for i, part in zip(group, np.split(result, np.cumsum([len(self.source.arrays[i]) for i in group])[:-1])):
+            ends = np.cumsum([len(self.source.arrays[i]) for i in group])[:-1]
+            for i, part in zip(group, np.split(result, ends)):
                 arrays[i] = part.reshape(self.source.arrays[i].shape)
         used = self._used if self._tuned is None else str(self._keep_model())
         return self.logic._store(self.source, self.output, arrays, used)
