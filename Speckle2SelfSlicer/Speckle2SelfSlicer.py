@@ -104,7 +104,7 @@ class Speckle2SelfParameterNode:
     model: Model = Model.DEFAULT
     device: Device = Device.AUTO
     gamma: Annotated[float, WithinRange(0.3, 3.0)] = 1.0
-    keepLogBias: bool = False
+    keepLogBias: bool = True
     finetune: bool = False
     finetuneLength: Annotated[int, WithinRange(1, 100000)] = 200
     finetuneUnit: FinetuneUnit = FinetuneUnit.STEPS

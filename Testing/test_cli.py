@@ -31,12 +31,12 @@ def test_despeckle_end_to_end_on_the_bundled_sample(tmp_path, tiny_weights, caps
 
 def test_post_processing_options_reach_the_output(tmp_path):
     outputs = {}
-    for name, options in {"default": [], "kept": ["--keep-log-bias"], "sharp": ["--smoothing", "0"]}.items():
+    for name, options in {"default": [], "bias": ["--log-bias"], "smooth": ["--smoothing", "1.25"]}.items():
         outputs[name] = tmp_path / f"{name}.nrrd"
         assert main(["despeckle", str(SAMPLE), "-o", str(outputs[name]), *options]) == 0
-    default, kept, sharp = (_read(outputs[k])[1].astype(np.float64) for k in ("default", "kept", "sharp"))
-    assert default.mean() > kept.mean()   # the log-bias step brightens speckle
-    assert np.abs(np.diff(sharp, axis=1)).mean() > np.abs(np.diff(default, axis=1)).mean()
+    default, bias, smooth = (_read(outputs[k])[1].astype(np.float64) for k in ("default", "bias", "smooth"))
+    assert bias.mean() > default.mean()   # the log-bias step brightens speckle
+    assert np.abs(np.diff(default, axis=1)).mean() > np.abs(np.diff(smooth, axis=1)).mean()
 
 
 def test_several_inputs_go_to_a_folder_and_outputs_are_not_overwritten(tmp_path, tiny_weights, capsys):
@@ -65,25 +65,37 @@ def test_despeckle_with_fine_tuning_first(tmp_path, tiny_weights):
     assert _read(out)[1].shape == (80, 96)
 
 
-def test_progress_json_lines_and_a_saved_fine_tuned_model(tmp_path, tiny_weights, capsys):
+@pytest.mark.parametrize("kept", [True, False])
+def test_progress_json_lines_and_a_saved_fine_tuned_model(tmp_path, tiny_weights, capsys, monkeypatch, kept):
+    """The safeguard's tolerances are set so that it keeps (or refuses) the tuned model whatever it measures."""
+    from speckle2self import finetuning
     from speckle2self.weights import load_checkpoint
 
-    small, out, kept = tmp_path / "small.nrrd", tmp_path / "out.nrrd", tmp_path / "kept.pt"
+    for name in finetuning.TOLERANCE:
+        monkeypatch.setitem(finetuning.TOLERANCE, name, 1e9 if kept else -1e9)
+    small, out, saved = tmp_path / "small.nrrd", tmp_path / "out.nrrd", tmp_path / "kept.pt"
     sitk.WriteImage(sitk.ReadImage(str(SAMPLE))[:96, :80], str(small))
     assert main(["despeckle", str(small), "-o", str(out), "--weights", str(tiny_weights), "--finetune-steps", "3",
-                 "--finetune-size", "64", "--save-finetuned", str(kept), "--progress", "json"]) == 0
+                 "--finetune-size", "64", "--save-finetuned", str(saved), "--progress", "json"]) == 0
     printed = capsys.readouterr()
     lines = [json.loads(line) for line in printed.out.splitlines() if line.startswith("{")]
     assert printed.out.splitlines()[-1] == str(out) and printed.err == ""
-    assert [line["phase"] for line in lines] == ["fine-tuning"] * 4 + ["despeckling"] * 2
-    assert [(line["done"], line["total"]) for line in lines] == [(0, 3), (1, 3), (2, 3), (3, 3), (0, 1), (1, 1)]
-    assert lines[0]["seconds_left"] is None and lines[-1]["seconds_left"] == 0
-    assert all(line["input"] == line["inputs"] == 1 and line["elapsed"] >= 0 for line in lines)
-    model, card = load_checkpoint(kept)
-    assert card["source"] == "small" and card["steps"] == 3 and card["command"].startswith("speckle2self despeckle")
-    # The output was made with the model as saved: despeckling with it again gives the same file.
+    [verdict] = [line for line in lines if "verdict" in line]
+    progress = [line for line in lines if "verdict" not in line]
+    assert lines.index(verdict) == 4 and verdict["phase"] == "fine-tuning" and verdict["accepted"] is kept
+    assert [line["phase"] for line in progress] == ["fine-tuning"] * 4 + ["despeckling"] * 2
+    assert [(line["done"], line["total"]) for line in progress] == [(0, 3), (1, 3), (2, 3), (3, 3), (0, 1), (1, 1)]
+    assert progress[0]["seconds_left"] is None and progress[-1]["seconds_left"] == 0
+    assert all(line["input"] == line["inputs"] == 1 for line in lines)
+    assert all(line["elapsed"] >= 0 for line in progress)
+    # The output was made with the model as saved, or with the un-tuned one: despeckling with it gives the same.
+    assert saved.exists() is kept
+    if kept:
+        _, card = load_checkpoint(saved)
+        assert card["source"] == "small" and card["steps"] == 3
+        assert card["command"].startswith("speckle2self despeckle")
     again = tmp_path / "again.nrrd"
-    assert main(["despeckle", str(small), "-o", str(again), "--weights", str(kept)]) == 0
+    assert main(["despeckle", str(small), "-o", str(again), "--weights", str(saved if kept else tiny_weights)]) == 0
     np.testing.assert_array_equal(_read(again)[1], _read(out)[1])
 
 
@@ -93,7 +105,7 @@ def test_fine_tuning_for_minutes(tmp_path, tiny_weights, capsys):
     assert main(["despeckle", str(small), "-o", str(out), "--weights", str(tiny_weights), "--finetune-minutes",
                  "0.002", "--finetune-size", "32", "--progress", "json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    tuning = [line for line in lines if line["phase"] == "fine-tuning"]
+    tuning = [line for line in lines if line["phase"] == "fine-tuning" and "verdict" not in line]
     assert {line["total"] for line in tuning} == {0.12} and tuning[-1]["done"] >= 0.12  # seconds of the budget
 
 

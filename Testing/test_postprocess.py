@@ -1,4 +1,4 @@
-"""Output post-processing: log-speckle statistics, the log-bias inversion and masked smoothing."""
+"""Output post-processing: log-speckle statistics, the log-bias inversion, masked smoothing and degridding."""
 import numpy as np
 import pytest
 
@@ -66,3 +66,26 @@ def test_smoothing_stays_inside_the_sector():
     np.testing.assert_allclose(out[inside], 0.6, atol=1e-6)   # no rim darkened by the outside zeros
     assert np.all(out[~inside] == 0)
     assert smoothed(image, inside, 0) is image
+
+
+def test_degridding_removes_a_16_pixel_pattern_and_leaves_an_image_without_one_alone():
+    from scipy import ndimage
+
+    from speckle2self.postprocess import degridded
+
+    rng = np.random.default_rng(5)
+    image = ndimage.gaussian_filter(rng.normal(0.5, 0.2, (256, 192)), 3).astype(np.float32)
+    image[100:160, 40:90] += 0.3  # an edge-bound structure: content at every frequency
+    tile = rng.normal(0, 0.03, (16, 16)).astype(np.float32)
+    grid = np.tile(tile - tile.mean(), (16, 12))
+    assert np.abs(degridded(image + grid) - image).mean() < 0.2 * np.abs(grid).mean()  # 80 % of it gone
+    assert np.abs(degridded(image) - image).mean() < 0.5 / 255  # under half an 8-bit grey level
+
+
+def test_degridding_leaves_small_frames_alone_and_refuses_unpadded_ones():
+    from speckle2self.postprocess import degridded
+
+    small = np.random.default_rng(6).random((64, 256)).astype(np.float32)
+    assert degridded(small) is small
+    with pytest.raises(ValueError):
+        degridded(np.zeros((250, 256), np.float32))

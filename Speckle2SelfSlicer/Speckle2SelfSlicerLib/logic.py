@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from speckle2self.errors import Cancelled, UserError
-from speckle2self.jobs import Job, Progress
+from speckle2self.jobs import Job, Progress, follow
 
 from . import nodes
 from .finetuned import default_models_dir, new_model_path
@@ -62,11 +62,13 @@ def scene_closed() -> UserError:
                      "load the input again and rerun")
 
 
-def model_label(weights, finetuned: bool = False) -> str:
-    """The MODEL_ATTRIBUTE value of an output made with `weights` (None: the shipped model), perhaps fine-tuned
-    and not saved (a saved fine-tuned model is named by its path)."""
-    label = str(weights) if weights else "default"
-    return f"{label}, fine-tuned, not saved" if finetuned else label
+NOT_SAVED = ", fine-tuned, not saved"
+
+
+def model_label(weights, note: str = "") -> str:
+    """The MODEL_ATTRIBUTE value of an output made with `weights` (None: the shipped model) and `note`: what
+    fine-tuning did when no fine-tuned model was saved (NOT_SAVED, or "; " and the safeguard's verdict)."""
+    return (str(weights) if weights else "default") + note
 
 
 class _SceneWatch:
@@ -87,14 +89,6 @@ class _SceneWatch:
         if self.closed and kind is Cancelled:
             raise scene_closed() from None
         return False
-
-
-def _follow(job: Job, inner: Job, report):
-    """Run `inner` within `job`, reporting each of its progresses; cancelling `job` stops it at the next unit."""
-    for progress in inner:
-        yield report(progress)
-        job.check()
-    return inner.result
 
 
 def frame_groups(arrays: list[np.ndarray], batch_size: float):
@@ -131,7 +125,7 @@ class Speckle2SelfLogic:
     def process_job(self, inputNode, outputNode=None, frames: str = "all", weights: Path | str | None = None,
                     device: str = "auto", gamma: float = 1.0, batch_size: int | None = None, precision: str = "auto",
                     finetune_steps: int | None = None, finetune_minutes: float | None = None,
-                    finetune_size: int = 256, save_finetuned: bool = True, log_bias: bool = True) -> Job:
+                    finetune_size: int = 256, save_finetuned: bool = True, log_bias: bool = False) -> Job:
         """A job that despeckles `inputNode` into `outputNode` (None: a new node) and returns the output node.
 
         Input: a scalar or vector (RGB, RGBA) volume, 2-D or 3-D (frames along the slowest axis), a sequence
@@ -139,8 +133,8 @@ class Speckle2SelfLogic:
         sequence synchronized in the same browser, returned) or "current" (a volume of the current frame).
         With `finetune_steps` or `finetune_minutes` the model is first fine-tuned on the input's frames
         (crops of `finetune_size`) and, with `save_finetuned`, saved in `modelsDir`. The input is never
-        modified; a cancelled or failed job leaves the scene as it was. `log_bias` False keeps the input's
-        mean brightness (see `speckle2self.postprocess`).
+        modified; a cancelled or failed job leaves the scene as it was. `log_bias` True shows the log of the
+        mean echo intensity instead of the input's mean brightness (see `speckle2self.postprocess`).
         """
         source, output = self._prepare(inputNode, outputNode, frames)
         finetune = finetune_steps is not None or finetune_minutes is not None
@@ -156,11 +150,14 @@ class Speckle2SelfLogic:
                 net, used = model, model_label(weights)
                 if trainer is not None:
                     phase = _Phase(job, trainer.total, "Fine-tuning")
-                    result = yield from _follow(job, trainer.job, lambda p: phase.report(p.done, p.message))
-                    net, used = result.model, model_label(weights, finetuned=True)
-                    if save_finetuned:  # despeckle with the model as saved: reusing it gives the same result
+                    result = yield from follow(job, trainer.job, lambda p: phase.report(p.done, p.message))
+                    if not result.accepted:  # the safeguard kept the un-tuned model: nothing to save
+                        net, used = result.model, model_label(weights, f"; {result.verdict}")
+                    elif save_finetuned:  # despeckle with the model as saved: reusing it gives the same result
                         used = str(self._save(result, source.name))
                         net = self._model(used, device)
+                    else:
+                        net, used = result.model, model_label(weights, NOT_SAVED)
                 arrays = yield from self._despeckle(job, source.arrays, net, **despeckle_options)
                 return self._store(source, output, arrays, used)
 
@@ -264,14 +261,12 @@ class Speckle2SelfLogic:
     @staticmethod
     def _trainer(source: _Input, weights, device, precision, steps, minutes, size):
         """A fine-tuning job on the input's grey frames, starting from `weights`, with its progress total."""
+        from speckle2self.finetuning import finetune_job
         from speckle2self.frames import grey_stack
-        from speckle2self.training import finetune_config, train_job
-        from speckle2self.weights import DEFAULT_WEIGHTS
 
         sources = [grey_stack(a) for a in source.arrays]
-        config = finetune_config(sources, steps, minutes, size, precision)
         extra = {"source": source.name, "application": "3D Slicer (Speckle2SelfSlicer)"}
-        job = train_job(sources, config, init=weights or DEFAULT_WEIGHTS, device=device, card_extra=extra)
+        job = finetune_job(sources, weights, steps, minutes, size, precision, device=device, card_extra=extra)
         return _Trainer(job, steps if steps is not None else minutes * 60)
 
     def _save(self, result, source_name: str) -> Path:
@@ -293,7 +288,7 @@ class Speckle2SelfLogic:
             offset = sum(len(r) for r in results)
             stack = np.concatenate([arrays[i] for i in group]) if len(group) > 1 else arrays[group[0]]
             inner = despeckle_job(stack, model=model, batch_size=batch_size, **options)
-            out = yield from _follow(job, inner, lambda p: phase.report(
+            out = yield from follow(job, inner, lambda p: phase.report(
                 offset + p.done, f"frame {offset + p.done:g} of {total}"))
             results += np.split(out, np.cumsum([len(arrays[i]) for i in group])[:-1])
         return results

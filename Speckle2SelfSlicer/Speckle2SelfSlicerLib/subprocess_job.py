@@ -20,7 +20,7 @@ from speckle2self.weights import atomic_write, read_card, write_card
 from . import nodes
 from .cli_process import CliProcess
 from .finetuned import file_stem, new_model_path
-from .logic import frame_groups, model_label, scene_closed
+from .logic import NOT_SAVED, frame_groups, model_label, scene_closed
 
 CLI_OPTIONS = {"weights": "--weights", "device": "--device", "gamma": "--gamma", "batch_size": "--batch",
                "precision": "--precision", "finetune_steps": "--finetune-steps",
@@ -28,7 +28,7 @@ CLI_OPTIONS = {"weights": "--weights", "device": "--device", "gamma": "--gamma",
 """Options of Speckle2SelfLogic.process_job and the command-line options they become (None: left out, so the
 command's default applies, which is the in-process default)."""
 SWITCHES = ("log_bias", "save_finetuned")
-"""The other options: log_bias False becomes --keep-log-bias, save_finetuned False leaves --save-finetuned out."""
+"""The other options: log_bias True becomes --log-bias, save_finetuned False leaves --save-finetuned out."""
 
 
 def cli_arguments(options: dict) -> list[str]:
@@ -40,7 +40,7 @@ def cli_arguments(options: dict) -> list[str]:
     for name, flag in CLI_OPTIONS.items():
         if options.get(name) is not None:
             arguments += [flag, str(options[name])]
-    return arguments + ([] if options.get("log_bias", True) else ["--keep-log-bias"])
+    return arguments + (["--log-bias"] if options.get("log_bias") else [])
 
 
 def write_inputs(folder: Path, name: str, volumes: list, arrays: list[np.ndarray]) -> list[tuple[Path, list[int]]]:
@@ -72,8 +72,9 @@ class SubprocessJob:
         self._ended = False
         self._closed = False
         self._elapsed: dict[str, dict[int, float]] = {"fine-tuning": {}, "despeckling": {}}
+        self._weights = options.get("weights")
+        self._verdict: dict | None = None  # the safeguard's decision, after fine-tuning
         finetune = options.get("finetune_steps") is not None or options.get("finetune_minutes") is not None
-        self._used = model_label(options.get("weights"), finetuned=finetune)
         arguments = cli_arguments(options)
         folder = Path(tempfile.mkdtemp(prefix="speckle2self-"))
         try:
@@ -133,7 +134,11 @@ class SubprocessJob:
         self._closed = True
 
     def _on_line(self, line: dict) -> None:
-        """One progress line of the command: fine-tuning steps (one input), or frames of input `input`."""
+        """One line of the command: progress of fine-tuning steps (one input) or of the frames of input `input`,
+        or the fine-tuning safeguard's verdict."""
+        if "verdict" in line:
+            self._verdict = line
+            return
         phase, number = line["phase"], line["input"]
         self._elapsed[phase][number] = line["elapsed"]
         elapsed = sum(seconds for n, seconds in self._elapsed[phase].items() if n <= number)
@@ -151,8 +156,15 @@ class SubprocessJob:
             ends = np.cumsum([len(self.source.arrays[i]) for i in group])[:-1]
             for i, part in zip(group, np.split(result, ends)):
                 arrays[i] = part.reshape(self.source.arrays[i].shape)
-        used = self._used if self._tuned is None else str(self._keep_model())
-        return self.logic._store(self.source, self.output, arrays, used)
+        return self.logic._store(self.source, self.output, arrays, self._model_used())
+
+    def _model_used(self) -> str:
+        """MODEL_ATTRIBUTE of the output, as `process_job` gives it; keeps the fine-tuned model if it was saved."""
+        if self._verdict is None:
+            return model_label(self._weights)
+        if not self._verdict["accepted"]:
+            return model_label(self._weights, f"; {self._verdict['verdict']}")
+        return model_label(self._weights, NOT_SAVED) if self._tuned is None else str(self._keep_model())
 
     def _keep_model(self) -> Path:
         """Move the saved fine-tuned model into the models folder, as the in-process path names it."""

@@ -1,4 +1,5 @@
-"""Command line: `speckle2self despeckle | train | evaluate | bench-speed | bench | simulate | finetune-curve | ablation | info`."""
+"""Command line: `speckle2self despeckle | batch | train | evaluate | bench-speed | bench | simulate |
+finetune-curve | ablation | info`."""
 from __future__ import annotations
 
 import argparse
@@ -52,17 +53,25 @@ def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
 
 
 def _finetune(image_array: np.ndarray, source: Path, args, **fields) -> object:
-    from .training import finetune_config, train_job
-    from .weights import save_checkpoint
+    """The fine-tuned model (or, if the safeguard refused it, the un-tuned one), saying which on stderr (in a
+    JSON line with --progress json). With --save-finetuned a kept model is saved, and returned as saved."""
+    from .finetuning import finetune_job
+    from .weights import load_checkpoint, save_checkpoint
 
-    config = finetune_config([image_array], steps=args.finetune_steps or None, minutes=args.finetune_minutes,
-                             size=args.finetune_size, precision=args.precision)
     extra = {"source": source.stem, "command": "speckle2self " + shlex.join(args.argv)}
-    job = train_job([image_array], config, init=args.weights, device=args.device, card_extra=extra)
+    job = finetune_job([image_array], weights=args.weights, steps=args.finetune_steps,
+                       minutes=args.finetune_minutes, size=args.finetune_size, precision=args.precision,
+                       device=args.device, card_extra=extra)
     result = _run(job, args, "step", "fine-tuning", **fields)
-    if args.save_finetuned:
-        save_checkpoint(result.model, Path(args.save_finetuned), result.card)
-    return result.model
+    if args.progress == "json":
+        print(json.dumps({"phase": "fine-tuning", "accepted": result.accepted, "verdict": result.verdict,
+                          **fields}), flush=True)
+    else:
+        print(f"speckle2self: {result.verdict}", file=sys.stderr)
+    if not (args.save_finetuned and result.accepted):
+        return result.model
+    save_checkpoint(result.model, Path(args.save_finetuned), result.card)
+    return load_checkpoint(args.save_finetuned)[0]  # as saved: despeckling with the file gives this result
 
 
 def _check_save_finetuned(args, inputs: list[Path]) -> None:
@@ -70,7 +79,7 @@ def _check_save_finetuned(args, inputs: list[Path]) -> None:
     if not args.save_finetuned:
         return
     target = Path(args.save_finetuned)
-    if not (args.finetune_steps or args.finetune_minutes):
+    if args.finetune_steps is None and args.finetune_minutes is None:
         raise UserError("--save-finetuned keeps a fine-tuned model, but no fine-tuning was asked for",
                         "add --finetune-steps or --finetune-minutes")
     if len(inputs) > 1:
@@ -82,38 +91,76 @@ def _check_save_finetuned(args, inputs: list[Path]) -> None:
         raise UserError(f"{target} already exists", "choose another name or overwrite it with --force")
 
 
+def _despeckle_options(args) -> dict:
+    """The `despeckle_job` options of the despeckle and batch commands."""
+    from .inference import GIB, MEMORY_LIMIT
+
+    return {"device": args.device, "gamma": args.gamma, "batch_size": args.batch,
+            "memory_limit": MEMORY_LIMIT if args.max_memory is None else int(args.max_memory * GIB),
+            "precision": args.precision, "match_brightness": not args.network_brightness,
+            "smoothing": args.smoothing, "log_bias": args.log_bias, "degrid": not args.keep_grid}
+
+
 def cmd_despeckle(args) -> None:
-    from .image_io import read_image, write_image
-    from .inference import GIB, MEMORY_LIMIT, despeckle_job
-    from .preview import side_by_side
+    from .files import despeckle_file
 
     inputs = [Path(p) for p in args.inputs]
     if args.preview and len(inputs) > 1:
         raise UserError("--preview takes one input", "run once per input")
     outputs = _output_paths(inputs, Path(args.output))
     _check_save_finetuned(args, inputs)
-    memory_limit = MEMORY_LIMIT if args.max_memory is None else int(args.max_memory * GIB)
+    finetuning = args.finetune_steps is not None or args.finetune_minutes is not None
     for number, (source, target) in enumerate(zip(inputs, outputs), 1):
         which = {"input": number, "inputs": len(inputs)}
-        image = read_image(source)
-        write_image(target, image.array, like=image, force=args.force, check_only=True)
-        options = {"device": args.device, "gamma": args.gamma, "batch_size": args.batch, "memory_limit": memory_limit,
-                   "precision": args.precision, "match_brightness": not args.network_brightness,
-                   "smoothing": args.smoothing, "log_bias": not args.keep_log_bias}
-        job = despeckle_job(image.array, weights=args.weights, **options)  # checks pixels, weights, memory first
-        if args.finetune_steps or args.finetune_minutes:
-            model = _finetune(fr.grey_stack(image.array), source, args, **which)
-            tuned = {"weights": args.save_finetuned} if args.save_finetuned else {"model": model}
-            job = despeckle_job(image.array, **tuned, **options)  # as saved: reusing the file gives this result
-        result = _run(job, args, "frame", "despeckling", **which)
-        if not args.preview:  # free the input before writing: SimpleITK copies the result once more
-            del job
-            image = image.without_pixels()
-        write_image(target, result, like=image, force=args.force, compress=args.compress or None)
+        tune = (lambda grey: _finetune(grey, source, args, **which)) if finetuning else None
+        despeckle_file(source, target, weights=args.weights, force=args.force, compress=args.compress or None,
+                       preview=args.preview, run=lambda job: _run(job, args, "frame", "despeckling", **which),
+                       tune=tune, **_despeckle_options(args))
         print(target)
         if args.preview:
-            write_image(Path(args.preview), side_by_side(image.array, result), force=args.force)
             print(args.preview)
+
+
+def cmd_batch(args) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    try:
+        from .batch import MANIFEST, connect, despeckle_archive, summary
+    except ImportError as err:
+        raise UserError(f"speckle2self batch needs Dask's distributed scheduler ({err})",
+                        "pip install 'speckle2self[batch]'") from None
+    client = None if args.scheduler == "local" else connect(args.scheduler)
+    manifest = Path(args.output) / MANIFEST
+    bars = []  # one files bar, opened once every check has passed
+
+    def show(record: dict, finished: int, total: int) -> None:
+        bars[0].update(1)
+        bars[0].set_postfix_str(f"{record['input']}: {record['status']}")
+
+    start = time.perf_counter()
+    try:
+        records = despeckle_archive(
+            args.input_dir, args.output, client, workers=args.workers, pattern=args.pattern, weights=args.weights,
+            retry_failed=args.retry_failed, on_record=show, compress=args.compress or None,
+            on_start=lambda total: bars.append(tqdm(total=total, desc="batch", unit="file", dynamic_ncols=True)),
+            **_despeckle_options(args))
+    except KeyboardInterrupt:
+        print(f"speckle2self: interrupted; the files finished so far are recorded in {manifest}: rerun to go on",
+              file=sys.stderr)
+        return 130
+    finally:
+        for bar in bars:
+            bar.close()
+        if client is not None:
+            client.close()
+    print(summary(records, time.perf_counter() - start))
+    failed = sum(r["status"] == "failed" for r in records)
+    if failed:
+        raise UserError(f"{failed} of {len(records)} files failed; {manifest} gives each reason",
+                        "fix or remove them and rerun with --retry-failed")
+    return 0
 
 
 def cmd_train(args) -> None:
@@ -247,6 +294,27 @@ def _precision_option(command: argparse.ArgumentParser) -> None:
                          help="auto: bf16 where the CPU/GPU runs it fast, else fp32 (the reference path)")
 
 
+def _despeckle_arguments(command: argparse.ArgumentParser) -> None:
+    """The options of the despeckle and batch commands that shape the output."""
+    command.add_argument("--weights", help="checkpoint (default: the shipped model)")
+    command.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
+    command.add_argument("--gamma", type=float, default=1.0, help="display gamma applied to the output (default 1.0)")
+    command.add_argument("--compress", action="store_true", help="compress NRRD/MetaImage outputs of any size "
+                         "(default: up to 16 MiB of pixels; ITK compresses in memory, about 4x the pixels)")
+    command.add_argument("--network-brightness", action="store_true",
+                         help="keep the network's own brightness instead of fitting the output to the input's")
+    command.add_argument("--smoothing", type=float, default=SMOOTHING,
+                         help=f"Gaussian smoothing of the output in pixels, 0 for none (default {SMOOTHING})")
+    command.add_argument("--log-bias", action="store_true", help="show the log of the mean echo intensity (2.51 dB "
+                         "brighter in fully developed speckle) instead of the mean of the log-compressed speckle")
+    command.add_argument("--keep-grid", action="store_true", help="keep the decoder's 16-pixel periodic pattern "
+                         "(default: removed by a notch filter at its frequencies)")
+    command.add_argument("--batch", type=int, help="frames per batch (default: automatic, cache-sized on a CPU)")
+    command.add_argument("--max-memory", type=float, help="GiB one batch of frames may use (default 8); batches "
+                         "shrink to fit, a frame that needs more is refused")
+    _precision_option(command)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="speckle2self", description="Self-supervised ultrasound despeckling.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -254,33 +322,34 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("despeckle", help="despeckle images, volumes or sequences")
     d.add_argument("inputs", nargs="+", help="input files (.nrrd .nii .mha .igs.mha .seq.nrrd .png .npy ...)")
     d.add_argument("-o", "--output", required=True, help="output file (one input) or existing folder")
-    d.add_argument("--weights", help="checkpoint (default: the shipped model)")
-    d.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
-    d.add_argument("--gamma", type=float, default=1.0, help="display gamma applied to the output (default 1.0)")
-    d.add_argument("--compress", action="store_true", help="compress NRRD/MetaImage outputs of any size "
-                   "(default: up to 16 MiB of pixels; ITK compresses in memory, about 4x the pixels)")
-    d.add_argument("--network-brightness", action="store_true",
-                   help="keep the network's own brightness instead of fitting the output to the input's")
-    d.add_argument("--smoothing", type=float, default=SMOOTHING,
-                   help=f"Gaussian smoothing of the output in pixels, 0 for none (default {SMOOTHING})")
-    d.add_argument("--keep-log-bias", action="store_true", help="show the mean of the log-compressed speckle "
-                   "(2.51 dB darker in fully developed speckle) instead of the log of the mean intensity")
-    d.add_argument("--batch", type=int, help="frames per batch (default: automatic, cache-sized on a CPU)")
-    d.add_argument("--max-memory", type=float, help="GiB one batch of frames may use (default 8); batches "
-                   "shrink to fit, a frame that needs more is refused")
-    _precision_option(d)
-    length = d.add_mutually_exclusive_group()
-    length.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on each input first")
-    length.add_argument("--finetune-minutes", type=float, help="fine-tune on each input first, this long")
+    _despeckle_arguments(d)
+    tune = d.add_mutually_exclusive_group()
+    tune.add_argument("--finetune-steps", type=int, help="fine-tune the model (--weights or the shipped one) "
+                      "on each input first, for this many steps; kept only if not worse on the input")
+    tune.add_argument("--finetune-minutes", type=float, help="the same, for this many minutes")
     d.add_argument("--finetune-size", type=int, default=256, help="fine-tuning crop size")
-    d.add_argument("--save-finetuned", metavar="CHECKPOINT", help="keep the fine-tuned model in this file (a "
-                   "model card goes beside it; one input) and despeckle with it as saved")
+    d.add_argument("--save-finetuned", metavar="CHECKPOINT", help="keep the fine-tuned model, if the safeguard "
+                   "keeps it, in this file (a model card goes beside it; one input) and despeckle with it as saved")
     d.add_argument("--progress", choices=("bar", "json"), default="bar",
                    help="bar: a progress bar on stderr; json: one JSON line per update on stdout (phase "
-                   "fine-tuning or despeckling, done, total, elapsed, seconds_left, message, input, inputs)")
+                   "fine-tuning or despeckling, done, total, elapsed, seconds_left, message, input, inputs), "
+                   "and after fine-tuning one with the safeguard's accepted and verdict")
     d.add_argument("--preview", help="also write a before/after PNG of the middle frame (one input)")
     d.add_argument("--force", action="store_true", help="overwrite existing outputs")
     d.set_defaults(func=cmd_despeckle)
+
+    w = sub.add_parser("batch", help="despeckle every image under a folder on Dask, resumably "
+                       "(speckle2self-batch.json)")
+    w.add_argument("input_dir", help="folder of images, searched recursively")
+    w.add_argument("-o", "--output", required=True, help="output folder: the same relative paths and formats")
+    w.add_argument("--scheduler", default="local", help="local (a new LocalCluster, default) or the ADDRESS of a "
+                   "running Dask scheduler (`dask scheduler`)")
+    w.add_argument("--workers", type=int, default=2,
+                   help="local workers, one file and one torch thread each (default 2)")
+    w.add_argument("--pattern", help="only files matching this glob, e.g. '*.igs.mha'")
+    w.add_argument("--retry-failed", action="store_true", help="retry the files that failed before")
+    _despeckle_arguments(w)
+    w.set_defaults(func=cmd_batch)
 
     t = sub.add_parser("train", help="train or fine-tune on noisy images (no clean data)")
     t.add_argument("data", nargs="+", help="training images, volumes or sequences")
@@ -368,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = argv
     try:
-        args.func(args)
+        status = args.func(args)
     except UserError as err:
         print(f"speckle2self: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -378,4 +447,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("speckle2self: interrupted; nothing was written", file=sys.stderr)
         return 130
-    return 0
+    return status or 0

@@ -107,14 +107,19 @@ def opening(mask: np.ndarray, size: int) -> np.ndarray:
 def background(frame: np.ndarray) -> np.ndarray:
     """Pixels outside the imaging sector: solid areas of exact zeros (zeros that survive a 5x5 opening,
     so dark speckle and thin gaps inside tissue do not count) in regions of at least
-    BACKGROUND_MIN_PIXELS pixels. They stay zero in the output (no halo around the sector)."""
+    BACKGROUND_MIN_PIXELS pixels that reach the frame's border (a black patch inside the tissue, such as a
+    cyst or vessel shown as exact zeros, is despeckled). They stay zero in the output (no halo around the
+    sector)."""
     solid = opening(frame == 0, 5)
     if not solid.any():
         return solid
     labels, count = ndimage.label(solid)
     large = np.bincount(labels.ravel(), minlength=count + 1) >= BACKGROUND_MIN_PIXELS
-    large[0] = False
-    return large[labels]
+    border = np.zeros(count + 1, dtype=bool)
+    border[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    keep = large & border
+    keep[0] = False
+    return keep[labels]
 
 
 def to_range(unit: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndarray:

@@ -12,7 +12,7 @@ from . import frames as fr
 from .errors import UserError
 from .jobs import Job
 from .network import DOWNSAMPLING, InferenceNet, Speckle2SelfNet
-from .postprocess import SMOOTHING, brightness_matched, log_bias_removed, smoothed
+from .postprocess import SMOOTHING, brightness_matched, degridded, log_bias_removed, smoothed
 from .precision import autocast, resolve_precision
 from .weights import DEFAULT_WEIGHTS, load_checkpoint, sha256
 
@@ -91,15 +91,17 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
                   model: InferenceNet | Speckle2SelfNet | None = None, device: str | torch.device = "auto",
                   gamma: float = 1.0, batch_size: int | None = None, memory_limit: int = MEMORY_LIMIT,
                   precision: str = "auto", match_brightness: bool = True, smoothing: float = SMOOTHING,
-                  log_bias: bool = True) -> Job[np.ndarray]:
+                  log_bias: bool = False, degrid: bool = True) -> Job[np.ndarray]:
     """A job that despeckles `array` (see `frames` for layouts) and returns a new array of the same
     shape, dtype and per-frame intensity range. The input is never modified. Batches (automatic by
     default) are made smaller to stay within `memory_limit` bytes; a frame that alone needs more is
     refused before any work. `precision` 'fp32' is the reference path, 'auto' uses bf16 where fast.
-    Each output frame then goes through `postprocess`, before the display `gamma`: `match_brightness` fits
+    Each output frame then goes through `postprocess`, before the display `gamma`: `degrid` removes the
+    decoder's 16-pixel periodic pattern (a notch filter on the padded output), `match_brightness` fits
     it to its input's brightness (False keeps the network's own min-max mapping), `smoothing` is a Gaussian
-    sigma in pixels (0: none) and `log_bias` maps the mean of the log-speckle to the log of the mean
-    intensity (False keeps the mean displayed value)."""
+    sigma in pixels (default 0: none) and `log_bias` True maps the mean of the log-speckle to the log of the
+    mean intensity (default False keeps the mean displayed value: the log-bias step lowered the similarity to
+    the method's published output on real carotid scans, SSIM 0.716 -> 0.657 with the previous model)."""
     layout = fr.validate(array)
     if not gamma > 0:
         raise UserError(f"Gamma must be positive, got {gamma}", "use e.g. --gamma 1.0")
@@ -125,7 +127,8 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
             normalised = [fr.normalise(g) for g in grey]
             batch = torch.from_numpy(np.stack([n[0] for n in normalised])[:, None]).to(dev)
             with torch.inference_mode(), autocast(precision, dev):
-                result = net(pad_to_multiple(batch))[:, 0, :h, :w].float().cpu().numpy()
+                padded = net(pad_to_multiple(batch))[:, 0].float().cpu().numpy()
+            result = [(degridded(p) if degrid else p)[:h, :w] for p in padded]
             for i, g, unit, (source, lo, hi) in zip(indices, grey, result, normalised):
                 outside = fr.background(g)
                 inside = ~outside

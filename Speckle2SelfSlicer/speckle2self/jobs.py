@@ -88,3 +88,12 @@ class Job(Generic[T]):
             if on_progress is not None:
                 on_progress(p)
         return self.result  # type: ignore[return-value]
+
+
+def follow(job: Job, inner: Job, report: Callable[[Progress], Progress] = lambda p: p):
+    """Run `inner` within `job` (`yield from follow(...)` in a job's work), yielding `report` of each of its
+    progresses; cancelling `job` stops it at the next unit. Returns the inner job's result."""
+    for progress in inner:
+        yield report(progress)
+        job.check()
+    return inner.result

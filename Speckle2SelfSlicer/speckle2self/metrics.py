@@ -41,6 +41,18 @@ def homogeneity(display: np.ndarray, region: np.ndarray | None = None) -> float:
     return float(graycoprops(glcm, "homogeneity").mean())  # graycoprops normalises each angle
 
 
+def edge_sharpness(image: np.ndarray) -> float:
+    """No-reference edge sharpness of a despeckled image (any intensity domain, compared within one domain):
+    the mean Sobel gradient magnitude over the 1% of pixels with the strongest gradients, over the image's
+    1-99% intensity spread. Blur lowers it; so does nothing else that keeps the spread. Speckle raises it
+    too, so read it beside homogeneity."""
+    image = np.asarray(image, dtype=np.float64)
+    gradient = np.hypot(ndimage.sobel(image, 0), ndimage.sobel(image, 1))
+    strongest = np.sort(gradient.ravel())[-max(1, gradient.size // 100):]
+    low, high = np.percentile(image, [1, 99])
+    return float(strongest.mean() / (high - low)) if high > low else 0.0
+
+
 def local_std(image: np.ndarray, region: tuple[slice, slice]) -> float:
     """Standard deviation inside a region (use a homogeneous one); same domain as the image."""
     return float(np.asarray(image, dtype=np.float64)[region].std())

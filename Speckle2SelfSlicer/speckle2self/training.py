@@ -144,7 +144,9 @@ def switch_head(model: Speckle2SelfNet, head: str, images: torch.Tensor) -> Spec
     return switched
 
 
-def _initial_model(init, width: int, head: str | None) -> tuple[Speckle2SelfNet, dict]:
+def initial_model(init, width: int = 32, head: str | None = None) -> tuple[Speckle2SelfNet, dict]:
+    """The model training starts from, with the card of its checkpoint: a new one for `init` None, `init` itself
+    for a model, else the checkpoint at path `init` (its sha256 recorded as the card's init_sha256)."""
     if init is None:
         return Speckle2SelfNet(width, head or "faithful"), {}
     if isinstance(init, Speckle2SelfNet):
@@ -162,18 +164,20 @@ def _machine(device: torch.device) -> dict:
 
 def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, init=None,
               device: str | torch.device = "auto", out: Path | str | None = None,
-              card_extra: dict | None = None) -> Job[TrainResult]:
+              card_extra: dict | None = None, init_card: dict | None = None) -> Job[TrainResult]:
     """A job that trains (or, with `init`, fine-tunes) Speckle2Self on noisy frames only.
 
-    `sources`: grey (H, W) images or (N, H, W) stacks, any intensity range. With `out`, the model and
+    `sources`: grey (H, W) images or (N, H, W) stacks, any intensity range. `init`: None (a new model), a
+    checkpoint path or a model (`init_card`: its card, for the cumulative counts). With `out`, the model and
     its card are saved every `checkpoint_minutes` and at the end; on cancel nothing more is written.
+    The model is trained in place.
     """
     config = config or TrainConfig()
     config.validate()
     sources = _check_sources(sources)
     dev = resolve_device(device)
     precision = resolve_precision(config.precision, dev)
-    model, init_card = _initial_model(init, config.width, config.head)
+    model, init_card = initial_model(init, config.width, config.head) if init_card is None else (init, init_card)
     model = model.to(dev)
 
     def work(job: Job):

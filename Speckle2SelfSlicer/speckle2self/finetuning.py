@@ -1,0 +1,117 @@
+"""Fine-tuning on the user's own frames, as the CLI, the Python API and the Slicer module do it.
+
+It always starts from the chosen weights (the shipped model unless others are given) and ends with a
+safeguard: the tuned and the un-tuned model despeckle a few of the user's frames, and the tuned one is kept
+only if it is not worse on any of three no-reference checks (below). Otherwise the un-tuned model is
+returned and the result says why.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import frames as fr
+from .inference import resolve_device
+from .jobs import Job, follow
+from .losses import speckle2self_loss
+from .metrics import edge_sharpness, homogeneity
+from .network import DOWNSAMPLING, Speckle2SelfNet
+from .perturbation import perturb
+from .training import FINETUNE_LR, TrainResult, finetune_config, initial_model, train_job
+from .weights import DEFAULT_WEIGHTS
+
+CHECK_FRAMES = 8
+"""Frames (evenly spread over the sources) the safeguard despeckles with both models."""
+CHECK_SIDE = 512
+"""The safeguard looks at the central CHECK_SIDE x CHECK_SIDE part of larger frames (bounded cost)."""
+TOLERANCE = {"loss": 0.02, "homogeneity": 0.01, "sharpness": 0.02}
+"""How much worse than the un-tuned model each check may come out (relative for the loss and the sharpness,
+absolute for the homogeneity) before the fine-tuned model is refused."""
+
+
+@dataclass
+class FinetuneResult(TrainResult):
+    accepted: bool = True
+    """False when the safeguard kept the un-tuned model (`model` is then the un-tuned one)."""
+    checks: dict | None = None
+    """Each check's value for the un-tuned ('before') and the tuned ('after') model."""
+
+    @property
+    def verdict(self) -> str:
+        """One line for the user on what the safeguard decided."""
+        if self.accepted:
+            return "Fine-tuning kept: not worse than the un-tuned model on any check"
+        worse = ", ".join(name for name, c in self.checks.items() if c["worse"])
+        return f"Fine-tuning made the result worse ({worse}): the un-tuned model was used"
+
+
+def check_frames(sources: Sequence[np.ndarray]) -> np.ndarray:
+    """Up to CHECK_FRAMES frames of `sources`, evenly spread, centre-cropped to a common side of at most
+    CHECK_SIDE (a multiple of the network's stride), normalised to [0, 1]."""
+    stacks = [s if s.ndim == 3 else s[None] for s in sources]
+    every = [(k, i) for k, s in enumerate(stacks) for i in range(len(s))]
+    picked = [every[j] for j in np.linspace(0, len(every) - 1, min(CHECK_FRAMES, len(every))).round().astype(int)]
+    side = min(CHECK_SIDE, *(min(s.shape[-2:]) for s in stacks)) // DOWNSAMPLING * DOWNSAMPLING
+    crops = []
+    for k, i in picked:
+        frame = stacks[k][i]
+        top, left = (frame.shape[0] - side) // 2, (frame.shape[1] - side) // 2
+        crops.append(fr.normalise(frame[top:top + side, left:left + side].astype(np.float32))[0])
+    return np.stack(crops)
+
+
+def quality_checks(model: Speckle2SelfNet, frames: np.ndarray, device: torch.device) -> dict[str, float]:
+    """No-reference scores of `model` on normalised `frames`: the Speckle2Self loss (how well the outputs fit
+    the perturbed frames and agree; lower is better), the homogeneity of the despeckled frames and their edge
+    sharpness (both higher is better)."""
+    x = torch.from_numpy(frames[:, None]).to(device)
+    model = model.to(device).eval()
+    with torch.inference_mode():
+        perturbed = perturb(x)
+        loss = float(speckle2self_loss(model(perturbed), perturbed)["total"])
+        out = model.inference_path()(x)[:, 0].float().cpu().numpy()
+    return {"loss": loss, "homogeneity": float(np.mean([homogeneity(o) for o in out])),
+            "sharpness": float(np.mean([edge_sharpness(o) for o in out]))}
+
+
+def compare(before: dict[str, float], after: dict[str, float]) -> dict[str, dict]:
+    """Each check with its two values and whether the tuned model is worse beyond TOLERANCE."""
+    worse = {"loss": after["loss"] > before["loss"] * (1 + TOLERANCE["loss"]),
+             "homogeneity": after["homogeneity"] < before["homogeneity"] - TOLERANCE["homogeneity"],
+             "sharpness": after["sharpness"] < before["sharpness"] * (1 - TOLERANCE["sharpness"])}
+    return {name: {"before": round(before[name], 5), "after": round(after[name], 5), "worse": worse[name]}
+            for name in before}
+
+
+def finetune_job(sources: Sequence[np.ndarray], weights: Path | str | None = None, steps: int | None = None,
+                 minutes: float | None = None, size: int = 256, precision: str = "auto", lr: float = FINETUNE_LR,
+                 device: str | torch.device = "auto", card_extra: dict | None = None) -> Job[FinetuneResult]:
+    """A job that fine-tunes the model in `weights` (None: the shipped model) on `sources` (grey (H, W)
+    images or (N, H, W) stacks) for `steps` or `minutes`, then keeps it only if the safeguard finds it no
+    worse than the un-tuned model on the user's own frames. Options are checked before any work."""
+    config = finetune_config(sources, steps, minutes, size, precision, lr)
+    model, card = initial_model(Path(weights) if weights is not None else DEFAULT_WEIGHTS)
+    initial = copy.deepcopy(model)  # training moves `model` in place
+    training = train_job(sources, config, init=model, init_card=card, device=device, card_extra=card_extra)
+    frames = check_frames(sources)
+    dev = resolve_device(device)
+
+    def work(job: Job):
+        before = quality_checks(initial, frames, dev)
+        result = yield from follow(job, training)
+        checks = compare(before, quality_checks(result.model, frames, dev))
+        accepted = not any(c["worse"] for c in checks.values())
+        card = {**result.card, "finetune_checks": checks, "finetune_accepted": accepted}
+        return FinetuneResult(result.model if accepted else initial.eval(), card, result.history, accepted, checks)
+
+    return Job(work, "fine-tuning")
+
+
+def finetune(sources: Sequence[np.ndarray], **options) -> FinetuneResult:
+    """Fine-tune and return the result; options as for `finetune_job`."""
+    return finetune_job(sources, **options).run()
