@@ -1,28 +1,36 @@
 """3D Slicer module: despeckle ultrasound images, volumes and cine sequences with Speckle2Self.
 
 The work is done by Speckle2SelfSlicerLib (Qt-free, tested on slicer-core) and the speckle2self package;
-this file holds the module description, the GUI and an in-application test. PyTorch and MONAI are
-installed on the first Despeckle click and imported inside functions only.
+this file holds the module description, the GUI and an in-application test. Despeckling and fine-tuning run
+in a separate process (PythonSlicer running the speckle2self command line), polled from a timer, so Slicer
+stays responsive. PyTorch and MONAI are installed on the first Despeckle click and imported inside functions
+only.
 """
+import enum
 import importlib
 import importlib.util
 import logging
+import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Annotated, Optional, Union
 
 import qt
 import slicer
 import vtk
 from slicer.i18n import tr as _
 from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from speckle2self.errors import Cancelled, UserError
-from Speckle2SelfSlicerLib import (FRAMES, MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models,
-                                   displayed_volume, list_finetuned_models, sequence_browser)
+from speckle2self.errors import UserError
+from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models, displayed_volume,
+                                   list_finetuned_models, sequence_browser)
+from Speckle2SelfSlicerLib.cli_process import ProcessFailed
 
 HOMEPAGE = "https://github.com/speckle2self/Speckle2Self"
 SAMPLE_NAME = "Speckle2SelfBMode"
@@ -30,13 +38,82 @@ SAMPLE_FILE = "BkCurvilinearScanConvertedData.nrrd"
 SAMPLE_SHA256 = "45bffd517f343b46b3e47e3d4bb90b50e169b8ac58627071361307a4398c2742"
 TORCH_REQUIREMENT = ">=2.1"
 MONAI_REQUIREMENT = "monai>=1.3"
-DEVICES = ("auto", "cpu", "cuda")
-"""Device per item of deviceComboBox."""
-PARAMETER_DEFAULTS = {
-    "Frames": "All frames", "Model": "Default (shipped)", "WeightsFile": "", "Device": "Auto", "Gamma": "1.0",
-    "KeepLogBias": "true", "Finetune": "false", "FinetuneLength": "200", "FinetuneUnit": "steps",
-    "FinetuneSize": "256", "SaveFinetuned": "true", "ReviewMode": "Side by side (linked views)", "Opacity": "0.5",
-}
+SKIMAGE_REQUIREMENT = "scikit-image>=0.21"
+"""Needed by the Measure section only (speckle2self.metrics), so installed on its first use."""
+POLL_MS = 100
+"""How often the panel reads the separate process's progress."""
+
+
+class Frames(enum.Enum):
+    """Values are Speckle2SelfSlicerLib.FRAMES."""
+
+    ALL = "all"
+    CURRENT = "current"
+
+    def label(self):
+        return {Frames.ALL: _("All frames"), Frames.CURRENT: _("Current frame")}[self]
+
+
+class Model(enum.Enum):
+    DEFAULT = "default"
+    FILE = "file"
+
+    def label(self):
+        return {Model.DEFAULT: _("Default (shipped)"), Model.FILE: _("Weights file")}[self]
+
+
+class Device(enum.Enum):
+    """Values are the devices of speckle2self.inference.resolve_device."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+    def label(self):
+        return {Device.AUTO: _("Auto"), Device.CPU: _("CPU"), Device.CUDA: _("GPU (CUDA)")}[self]
+
+
+class FinetuneUnit(enum.Enum):
+    STEPS = "steps"
+    MINUTES = "minutes"
+
+    def label(self):
+        return {FinetuneUnit.STEPS: _("steps"), FinetuneUnit.MINUTES: _("minutes")}[self]
+
+
+class ReviewMode(enum.Enum):
+    SIDE_BY_SIDE = "side by side"
+    OVERLAY = "overlay"
+
+    def label(self):
+        return {ReviewMode.SIDE_BY_SIDE: _("Side by side (linked views)"),
+                ReviewMode.OVERLAY: _("Overlay (fade)")}[self]
+
+
+Volume = Union[slicer.vtkMRMLScalarVolumeNode, slicer.vtkMRMLVectorVolumeNode, None]
+
+
+@parameterNodeWrapper
+class Speckle2SelfParameterNode:
+    """The panel's choices, saved with the scene (bound to the widgets named in the .ui file's SlicerParameterName
+    properties). The weights file is not among them: its path box keeps its own history."""
+
+    inputVolume: Volume
+    outputVolume: Volume
+    frames: Frames = Frames.ALL
+    model: Model = Model.DEFAULT
+    device: Device = Device.AUTO
+    gamma: Annotated[float, WithinRange(0.3, 3.0)] = 1.0
+    keepLogBias: bool = True
+    finetune: bool = False
+    finetuneLength: Annotated[int, WithinRange(1, 100000)] = 200
+    finetuneUnit: FinetuneUnit = FinetuneUnit.STEPS
+    finetuneSize: Annotated[int, Choice([128, 256, 384, 512])] = 256
+    saveFinetuned: bool = True
+    reviewMode: ReviewMode = ReviewMode.SIDE_BY_SIDE
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    tissueRegion: Optional[slicer.vtkMRMLMarkupsROINode]
+    darkRegion: Optional[slicer.vtkMRMLMarkupsROINode]
 
 
 class Speckle2SelfSlicer(ScriptedLoadableModule):
@@ -88,6 +165,12 @@ def registerSampleData():
     )
 
 
+def pythonSlicer() -> str:
+    """Slicer's Python interpreter outside the application (PythonSlicer, on the PATH Slicer sets, as its pip
+    helpers find it; sys.executable points to it too, as SlicerNNUnet relies on)."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -95,14 +178,15 @@ def _duration(seconds: float) -> str:
 
 
 class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The module panel: choices in a parameter node, a job stepped by a timer, review of the result."""
+    """The module panel: choices in a typed parameter node, the work in a separate process polled by a timer,
+    review and measurement of the result."""
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._updatingGUIFromParameterNode = False
+        self._parameterNodeGuiTag = None
         self._dependenciesReady = False
         self._job = None
         self._jobInput = None
@@ -117,43 +201,32 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = Speckle2SelfSlicerLogic()
         self._timer = qt.QTimer()
-        self._timer.setInterval(0)
-        self._timer.connect("timeout()", self._stepJob)
+        self._timer.setInterval(POLL_MS)
+        self._timer.connect("timeout()", self._pollJob)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        self._parameterWidgets = [
-            (self.ui.inputSelector, "InputVolume"), (self.ui.outputSelector, "OutputVolume"),
-            (self.ui.framesComboBox, "Frames"), (self.ui.modelComboBox, "Model"),
-            (self.ui.deviceComboBox, "Device"), (self.ui.gammaSlider, "Gamma"),
-            (self.ui.keepLogBiasCheckBox, "KeepLogBias"), (self.ui.finetuneCheckBox, "Finetune"),
-            (self.ui.finetuneLengthSpinBox, "FinetuneLength"),
-            (self.ui.finetuneUnitComboBox, "FinetuneUnit"), (self.ui.finetuneSizeComboBox, "FinetuneSize"),
-            (self.ui.saveFinetunedCheckBox, "SaveFinetuned"), (self.ui.reviewModeComboBox, "ReviewMode"),
-            (self.ui.opacitySlider, "Opacity"),
-        ]
-        slicer.util.addParameterEditWidgetConnections(self._parameterWidgets, self.updateParameterNodeFromGUI)
-        self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.updateParameterNodeFromGUI)
+        self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self._updateEnabledState)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.deleteModelsButton.connect("clicked(bool)", self.onDeleteModels)
         self.ui.showResultButton.connect("clicked(bool)", self.showResult)
+        self.ui.measureButton.connect("clicked(bool)", self.onMeasure)
         self.ui.opacitySlider.connect("valueChanged(double)", self._setOverlayOpacity)
         self.ui.progressBar.visible = False
 
-        self._updateDeviceChoices()
         self.initializeParameterNode()
 
     def cleanup(self):
-        self._timer.stop()
-        self._job = None
+        self._stopJob()
         self.removeObservers()
 
     def enter(self):
         self.initializeParameterNode()
 
     def exit(self):
-        self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        """Keep the parameter node (a running job still reads it) but stop updating the panel from it."""
+        self._unbindParameterNode()
 
     def onSceneStartClose(self, caller, event):
         self._stopJob()
@@ -168,53 +241,44 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     def initializeParameterNode(self):
         """Use the module's parameter node; preselect the first volume as input."""
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.GetNodeReference("InputVolume"):
-            volume = (slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-                      or slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLVectorVolumeNode"))
-            if volume:
-                self._parameterNode.SetNodeReferenceID("InputVolume", volume.GetID())
+        self.setParameterNode(Speckle2SelfParameterNode(self.logic.getParameterNode()))
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = (slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+                                               or slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLVectorVolumeNode"))
 
-    def setParameterNode(self, inputParameterNode):
-        if inputParameterNode:
-            self.logic.setDefaultParameters(inputParameterNode)
+    def setParameterNode(self, parameterNode):
+        """Bind the widgets to `parameterNode` (a Speckle2SelfParameterNode, or None)."""
+        self._unbindParameterNode()
+        self._parameterNode = parameterNode
         if self._parameterNode is not None:
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode is not None:
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        self.updateGUIFromParameterNode()
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)  # refills the combo boxes
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateEnabledState)
+            self._updateDeviceChoices()
+            self._updateEnabledState()
 
-    def updateGUIFromParameterNode(self, caller=None, event=None):
-        if self._parameterNode is None or self._updatingGUIFromParameterNode:
+    def _unbindParameterNode(self):
+        if self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateEnabledState)
+
+    def _updateEnabledState(self, caller=None, event=None):
+        parameters = self._parameterNode
+        if parameters is None:
             return
-        self._updatingGUIFromParameterNode = True
-        slicer.util.updateParameterEditWidgetsFromNode(self._parameterWidgets, self._parameterNode)
-        self.ui.weightsPathLineEdit.currentPath = self._parameterNode.GetParameter("WeightsFile")
-        self._updateEnabledState()
-        self._updatingGUIFromParameterNode = False
-
-    def updateParameterNodeFromGUI(self, caller=None, event=None):
-        if self._parameterNode is None or self._updatingGUIFromParameterNode:
-            return
-        wasModified = self._parameterNode.StartModify()
-        slicer.util.updateNodeFromParameterEditWidgets(self._parameterWidgets, self._parameterNode)
-        self._parameterNode.SetParameter("WeightsFile", self.ui.weightsPathLineEdit.currentPath)
-        self._parameterNode.EndModify(wasModified)
-
-    def _updateEnabledState(self):
-        inputNode = self.ui.inputSelector.currentNode()
-        self.ui.framesComboBox.enabled = sequence_browser(inputNode) is not None
-        weightsFile = self.ui.modelComboBox.currentIndex == 1
+        self.ui.framesComboBox.enabled = sequence_browser(parameters.inputVolume) is not None
+        weightsFile = parameters.model is Model.FILE
         self.ui.weightsPathLineEdit.enabled = weightsFile
         for widget in (self.ui.finetuneLengthSpinBox, self.ui.finetuneUnitComboBox, self.ui.finetuneSizeComboBox,
                        self.ui.saveFinetunedCheckBox):
-            widget.enabled = self.ui.finetuneCheckBox.checked
-        self.ui.opacitySlider.enabled = self.ui.reviewModeComboBox.currentIndex == 1
+            widget.enabled = parameters.finetune
+        self.ui.opacitySlider.enabled = parameters.reviewMode is ReviewMode.OVERLAY
         self.ui.showResultButton.enabled = self._lastResult is not None
+        self.ui.measureButton.enabled = (self._lastResult is not None and parameters.tissueRegion is not None
+                                         and parameters.darkRegion is not None)
         if self._job is not None:
             return
-        missing = (_("Select an input volume.") if inputNode is None else
+        missing = (_("Select an input volume.") if parameters.inputVolume is None else
                    _("Choose a weights file.") if weightsFile and not self.ui.weightsPathLineEdit.currentPath else "")
         self.ui.applyButton.enabled = not missing
         self.ui.applyButton.toolTip = missing or _("Despeckle the input.")
@@ -229,27 +293,26 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
                 cuda = torch.cuda.is_available()
             except Exception as error:  # a broken PyTorch install must not break the panel
                 logging.warning(f"Speckle2Self: cannot import PyTorch: {error}")
-        gpuIndex = DEVICES.index("cuda")
-        item = self.ui.deviceComboBox.model().item(gpuIndex)
+        item = self.ui.deviceComboBox.model().item(list(Device).index(Device.CUDA))
         item.setEnabled(cuda)
         item.setToolTip("" if cuda else _("No CUDA GPU is available to PyTorch (or PyTorch is not installed yet)."))
-        if not cuda and self.ui.deviceComboBox.currentIndex == gpuIndex:
-            self.ui.deviceComboBox.currentIndex = DEVICES.index("auto")
+        if not cuda and self._parameterNode is not None and self._parameterNode.device is Device.CUDA:
+            self._parameterNode.device = Device.AUTO
 
     def _options(self) -> dict:
-        """Keyword options of Speckle2SelfLogic.process_job from the panel."""
+        """Keyword options of Speckle2SelfLogic.process_in_subprocess from the parameter node."""
+        parameters = self._parameterNode
         options = {
-            "frames": FRAMES[self.ui.framesComboBox.currentIndex],
-            "weights": self.ui.weightsPathLineEdit.currentPath if self.ui.modelComboBox.currentIndex == 1 else None,
-            "device": DEVICES[self.ui.deviceComboBox.currentIndex],
-            "gamma": self.ui.gammaSlider.value,
-            "log_bias": not self.ui.keepLogBiasCheckBox.checked,
+            "frames": parameters.frames.value,
+            "weights": self.ui.weightsPathLineEdit.currentPath if parameters.model is Model.FILE else None,
+            "device": parameters.device.value,
+            "gamma": parameters.gamma,
+            "log_bias": not parameters.keepLogBias,
         }
-        if self.ui.finetuneCheckBox.checked:
-            length = "finetune_steps" if self.ui.finetuneUnitComboBox.currentIndex == 0 else "finetune_minutes"
-            options.update({length: self.ui.finetuneLengthSpinBox.value,
-                            "finetune_size": int(self.ui.finetuneSizeComboBox.currentText),
-                            "save_finetuned": self.ui.saveFinetunedCheckBox.checked})
+        if parameters.finetune:
+            length = "finetune_steps" if parameters.finetuneUnit is FinetuneUnit.STEPS else "finetune_minutes"
+            options.update({length: parameters.finetuneLength, "finetune_size": parameters.finetuneSize,
+                            "save_finetuned": parameters.saveFinetuned})
         return options
 
     # Dependencies
@@ -270,7 +333,7 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
                 self._setStatus(_("PyTorch is not installed, so despeckling cannot run."))
                 return False
-        if not self._ensureMonai():
+        if not self._ensurePackage(MONAI_REQUIREMENT, "monai"):
             self._setStatus(_("MONAI is not installed, so despeckling cannot run."))
             return False
         self._setStatus("")
@@ -278,32 +341,32 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._updateDeviceChoices()
         return True
 
-    def _ensureMonai(self) -> bool:
+    def _ensurePackage(self, requirement: str, module: str) -> bool:
+        """Install the Python package `requirement` (imported as `module`) unless it is there; False if not."""
         try:
             from slicer.packaging import pip_ensure
         except ImportError:
             pip_ensure = None
         if pip_ensure is not None:
             with slicer.util.WaitCursor():
-                pip_ensure([MONAI_REQUIREMENT])
-        elif importlib.util.find_spec("monai") is None:
+                pip_ensure([requirement])
+        elif importlib.util.find_spec(module) is None:
             if not slicer.util.confirmOkCancelDisplay(
-                    _("Speckle2Self needs the MONAI Python package ({requirement}). Install it now? "
-                      "This takes a minute or two.").format(requirement=MONAI_REQUIREMENT)):
+                    _("Speckle2Self needs the Python package {requirement}. Install it now? "
+                      "This takes a minute or two.").format(requirement=requirement)):
                 return False
-            self._setStatus(_("Installing MONAI..."))
+            self._setStatus(_("Installing {requirement}...").format(requirement=requirement))
             with slicer.util.WaitCursor():
-                slicer.util.pip_install(MONAI_REQUIREMENT)
+                slicer.util.pip_install(requirement)
         importlib.invalidate_caches()
-        return importlib.util.find_spec("monai") is not None
+        return importlib.util.find_spec(module) is not None
 
     # Running
 
     def onApplyButton(self):
-        """Start despeckling, or cancel the running job."""
+        """Start despeckling in a separate process, or cancel the running one."""
         if self._job is not None:
-            self._job.cancel()
-            self._setStatus(_("Cancelling..."))
+            self._stopJob(_("Cancelled. Nothing was added to the scene."))
             return
         try:
             if not self._ensureDependencies():
@@ -311,10 +374,11 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         except Exception as error:  # e.g. pip cannot reach the package index
             self._showError(_("Cannot install PyTorch or MONAI"), error)
             return
-        inputNode = self.ui.inputSelector.currentNode()
+        inputNode = self._parameterNode.inputVolume
         try:
             with slicer.util.WaitCursor():
-                self._job = self.logic.process_job(inputNode, self.ui.outputSelector.currentNode(), **self._options())
+                self._job = self.logic.process_in_subprocess(inputNode, self._parameterNode.outputVolume,
+                                                             python=pythonSlicer(), **self._options())
         except Exception as error:
             self._showError(_("Cannot despeckle"), error)
             return
@@ -322,13 +386,10 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._setRunning(True)
         self._timer.start()
 
-    def _stepJob(self):
-        """One unit of work (a batch of frames or a training step) per timer tick, keeping Slicer responsive."""
+    def _pollJob(self):
+        """Show the separate process's progress; store its result when it has finished."""
         try:
-            running = self._job.step()
-        except Cancelled:
-            self._stopJob(_("Cancelled. Nothing was added to the scene."))
-            return
+            running = self._job.poll()
         except Exception as error:
             self._stopJob(_("Failed: {error}").format(error=error))
             self._showError(_("Despeckling failed"), error)
@@ -345,6 +406,7 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.showResult()
 
     def _stopJob(self, message: str = ""):
+        """Stop polling; a job still running is cancelled (its process terminated, nothing added)."""
         self._timer.stop()
         if self._job is not None:
             self._job.cancel()
@@ -374,8 +436,14 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     @staticmethod
     def _showError(title: str, error: Exception):
-        """A user mistake as its one-line message; anything else with the traceback as details."""
-        details = {} if isinstance(error, UserError) else {"detailedText": traceback.format_exc()}
+        """A user mistake as its one-line message; a crashed process with its log, anything else with the
+        traceback as details."""
+        if isinstance(error, UserError):
+            details = {}
+        elif isinstance(error, ProcessFailed):
+            details = {"detailedText": error.log}
+        else:
+            details = {"detailedText": traceback.format_exc()}
         slicer.util.errorDisplay(f"{title}: {error}", **details)
 
     def _setStatus(self, message: str):
@@ -389,9 +457,9 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         if self._lastResult is None or any(v is None or v.GetScene() is None for v in self._lastResult):
             return
         inputVolume, outputVolume = self._lastResult
-        if self.ui.reviewModeComboBox.currentIndex == 1:
+        if self._parameterNode.reviewMode is ReviewMode.OVERLAY:
             slicer.util.setSliceViewerLayers(background=inputVolume, foreground=outputVolume,
-                                             foregroundOpacity=self.ui.opacitySlider.value, fit=True,
+                                             foregroundOpacity=self._parameterNode.opacity, fit=True,
                                              rotateToVolumePlane=True)
             return
         layoutManager = slicer.app.layoutManager()
@@ -406,8 +474,29 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             sliceLogic.FitSliceToAll()
 
     def _setOverlayOpacity(self, opacity: float):
-        if self._lastResult is not None and self.ui.reviewModeComboBox.currentIndex == 1:
+        if self._lastResult is not None and self._parameterNode.reviewMode is ReviewMode.OVERLAY:
             slicer.util.setSliceViewerLayers(foregroundOpacity=opacity)
+
+    def onMeasure(self):
+        """Fill the table with the quality of the last input and output on the two regions."""
+        if not self._ensurePackage(SKIMAGE_REQUIREMENT, "skimage"):
+            return
+        from Speckle2SelfSlicerLib.measure import METRICS, compare
+
+        inputVolume, outputVolume = self._lastResult
+        with slicer.util.tryWithErrorDisplay(_("Cannot measure."), waitCursor=True):
+            readout = compare(inputVolume, outputVolume, self._parameterNode.tissueRegion,
+                              self._parameterNode.darkRegion)
+            table = self.ui.measureTable
+            table.setColumnCount(2)
+            table.setRowCount(len(METRICS))
+            table.setHorizontalHeaderLabels([_("Input"), _("Output")])  # the order of compare's readout
+            table.setVerticalHeaderLabels(list(METRICS))
+            for column, values in enumerate(readout.values()):
+                for row, value in enumerate(values.values()):
+                    item = qt.QTableWidgetItem("-" if isinstance(value, str) else f"{value:.3g}")
+                    item.setToolTip(value if isinstance(value, str) else "")
+                    table.setItem(row, column, item)
 
     def onDeleteModels(self):
         """List the fine-tuned models saved on this computer and delete them after confirmation."""
@@ -424,23 +513,21 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
 
 class Speckle2SelfSlicerLogic(ScriptedLoadableModuleLogic, Speckle2SelfLogic):
-    """Speckle2SelfLogic (process, process_job) with Slicer's sequences logic and the module's parameter node.
+    """Speckle2SelfLogic (process, process_job, process_in_subprocess) with Slicer's sequences logic and the
+    module's parameter node.
 
-    Scripting: `Speckle2SelfSlicerLogic().process(volumeNode)` returns a new despeckled volume node.
+    Scripting: `Speckle2SelfSlicerLogic().process(volumeNode)` despeckles in Slicer's process and returns a new
+    despeckled volume node.
     """
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         Speckle2SelfLogic.__init__(self, sequencesLogic=slicer.modules.sequences.logic())
 
-    def setDefaultParameters(self, parameterNode):
-        for name, value in PARAMETER_DEFAULTS.items():
-            if not parameterNode.GetParameter(name):
-                parameterNode.SetParameter(name, value)
-
 
 class Speckle2SelfSlicerTest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer: despeckle the bundled sample with the shipped model."""
+    """Runs inside Slicer: despeckle the bundled sample with the shipped model, in Slicer's process and in
+    PythonSlicer."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -448,10 +535,11 @@ class Speckle2SelfSlicerTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_despeckle_sample()
+        self.setUp()
+        self.test_despeckle_sample_in_a_separate_process()
 
-    def test_despeckle_sample(self):
-        import numpy as np
-
+    def _sample(self):
+        """The bundled sample, loaded (skips the test without PyTorch, MONAI or the shipped model)."""
         if not all(importlib.util.find_spec(name) for name in ("torch", "monai")):
             self.skipTest("PyTorch and MONAI are not installed")
         from speckle2self.weights import DEFAULT_WEIGHTS
@@ -461,7 +549,27 @@ class Speckle2SelfSlicerTest(ScriptedLoadableModuleTest):
         import SampleData
 
         self.delayDisplay("Loading the bundled B-mode sample")
-        volume = SampleData.downloadSample(SAMPLE_NAME)
+        return SampleData.downloadSample(SAMPLE_NAME)
+
+    def test_despeckle_sample_in_a_separate_process(self):
+        import numpy as np
+
+        volume = self._sample()
+        logic = Speckle2SelfSlicerLogic()
+        self.delayDisplay("Despeckling in PythonSlicer")
+        job = logic.process_in_subprocess(volume, python=pythonSlicer(), device="cpu")
+        while job.poll():
+            slicer.app.processEvents()
+            time.sleep(POLL_MS / 1000)
+        self.assertIsNotNone(job.last)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(job.result),
+                                      slicer.util.arrayFromVolume(logic.process(volume, device="cpu")))
+        self.delayDisplay("Test passed")
+
+    def test_despeckle_sample(self):
+        import numpy as np
+
+        volume = self._sample()
         before = slicer.util.arrayFromVolume(volume).copy()
 
         self.delayDisplay("Despeckling")

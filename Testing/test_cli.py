@@ -65,6 +65,67 @@ def test_despeckle_with_fine_tuning_first(tmp_path, tiny_weights):
     assert _read(out)[1].shape == (80, 96)
 
 
+@pytest.mark.parametrize("kept", [True, False])
+def test_progress_json_lines_and_a_saved_fine_tuned_model(tmp_path, tiny_weights, capsys, monkeypatch, kept):
+    """The safeguard's tolerances are set so that it keeps (or refuses) the tuned model whatever it measures."""
+    from speckle2self import finetuning
+    from speckle2self.weights import load_checkpoint
+
+    for name in finetuning.TOLERANCE:
+        monkeypatch.setitem(finetuning.TOLERANCE, name, 1e9 if kept else -1e9)
+    small, out, saved = tmp_path / "small.nrrd", tmp_path / "out.nrrd", tmp_path / "kept.pt"
+    sitk.WriteImage(sitk.ReadImage(str(SAMPLE))[:96, :80], str(small))
+    assert main(["despeckle", str(small), "-o", str(out), "--weights", str(tiny_weights), "--finetune-steps", "3",
+                 "--finetune-size", "64", "--save-finetuned", str(saved), "--progress", "json"]) == 0
+    printed = capsys.readouterr()
+    lines = [json.loads(line) for line in printed.out.splitlines() if line.startswith("{")]
+    assert printed.out.splitlines()[-1] == str(out) and printed.err == ""
+    [verdict] = [line for line in lines if "verdict" in line]
+    progress = [line for line in lines if "verdict" not in line]
+    assert lines.index(verdict) == 4 and verdict["phase"] == "fine-tuning" and verdict["accepted"] is kept
+    assert [line["phase"] for line in progress] == ["fine-tuning"] * 4 + ["despeckling"] * 2
+    assert [(line["done"], line["total"]) for line in progress] == [(0, 3), (1, 3), (2, 3), (3, 3), (0, 1), (1, 1)]
+    assert progress[0]["seconds_left"] is None and progress[-1]["seconds_left"] == 0
+    assert all(line["input"] == line["inputs"] == 1 for line in lines)
+    assert all(line["elapsed"] >= 0 for line in progress)
+    # The output was made with the model as saved, or with the un-tuned one: despeckling with it gives the same.
+    assert saved.exists() is kept
+    if kept:
+        _, card = load_checkpoint(saved)
+        assert card["source"] == "small" and card["steps"] == 3
+        assert card["command"].startswith("speckle2self despeckle")
+    again = tmp_path / "again.nrrd"
+    assert main(["despeckle", str(small), "-o", str(again), "--weights", str(saved if kept else tiny_weights)]) == 0
+    np.testing.assert_array_equal(_read(again)[1], _read(out)[1])
+
+
+def test_fine_tuning_for_minutes(tmp_path, tiny_weights, capsys):
+    small, out = tmp_path / "small.nrrd", tmp_path / "out.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(SAMPLE))[:64, :64], str(small))
+    assert main(["despeckle", str(small), "-o", str(out), "--weights", str(tiny_weights), "--finetune-minutes",
+                 "0.002", "--finetune-size", "32", "--progress", "json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    tuning = [line for line in lines if line["phase"] == "fine-tuning" and "verdict" not in line]
+    assert {line["total"] for line in tuning} == {0.12} and tuning[-1]["done"] >= 0.12  # seconds of the budget
+
+
+@pytest.mark.parametrize("case, words", [("no fine-tuning", "no fine-tuning was asked for"),
+                                         ("two inputs", "takes one input"), ("exists", "already exists"),
+                                         ("no folder", "does not exist")])
+def test_save_finetuned_mistakes_are_refused_before_any_work(tmp_path, tiny_weights, capsys, case, words):
+    target = {"exists": tmp_path / "taken.pt", "no folder": tmp_path / "no" / "m.pt"}.get(case, tmp_path / "m.pt")
+    if case == "exists":
+        target.write_bytes(b"precious")
+    inputs = [str(SAMPLE)] * (2 if case == "two inputs" else 1)
+    tuning = [] if case == "no fine-tuning" else ["--finetune-steps", "2"]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert main(["despeckle", *inputs, "-o", str(tmp_path), "--weights", str(tiny_weights), *tuning,
+                 "--save-finetuned", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("speckle2self: error: ") and err.count("\n") == 1 and words in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
 def test_evaluate_reports_homogeneity_and_that_the_outside_of_the_sector_stays_black(tiny_weights, capsys):
     assert main(["evaluate", str(SAMPLE), "--weights", str(tiny_weights), "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)

@@ -108,3 +108,42 @@ def test_clear_errors_for_bad_masks_and_shapes(disc):
         psnr(image, image[:10])
     with pytest.raises(UserError, match="shape"):
         ssim(image, image.T[:, :5])
+
+
+def test_region_homogeneity_counts_only_pairs_inside_the_region(rng):
+    image = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    image[:, 40:] = 128  # flat on the right
+    left, right = np.zeros(image.shape, bool), np.zeros(image.shape, bool)
+    left[:, :40], right[:, 40:] = True, True
+    assert homogeneity(image, np.ones(image.shape, bool)) == pytest.approx(homogeneity(image))
+    assert homogeneity(image, left) == pytest.approx(homogeneity(image[:, :40]))
+    assert homogeneity(image, right) == pytest.approx(1.0)
+    assert homogeneity(image, right) > homogeneity(image) > homogeneity(image, left)
+    line = np.zeros(image.shape, bool)
+    line[10, :] = True  # no vertical or diagonal pairs
+    with pytest.raises(UserError, match="no neighbouring pixel pairs"):
+        homogeneity(image, line)
+    with pytest.raises(UserError, match="mask must be a bool array"):
+        homogeneity(image, left[:10])
+
+
+def erf_edge(sigma: float, rng, noise: float = 0.0) -> np.ndarray:
+    from scipy.special import ndtr
+
+    x = np.arange(80)
+    return 20 + 100 * ndtr((x - 37.3) / sigma) + noise * rng.standard_normal(x.size)
+
+
+def test_edge_width_is_the_10_90_rise_of_the_edge(rng):
+    from speckle2self.metrics import edge_width
+
+    assert edge_width(erf_edge(3.0, rng)) == pytest.approx(2.5631 * 3.0, rel=1e-3)
+    assert edge_width(erf_edge(3.0, rng, noise=5.0)) == pytest.approx(2.5631 * 3.0, rel=0.15)
+    assert edge_width(erf_edge(3.0, rng), spacing=0.2) == pytest.approx(0.2 * 2.5631 * 3.0, rel=1e-3)
+    assert edge_width(erf_edge(1.0, rng)) < edge_width(erf_edge(4.0, rng))
+    assert edge_width(erf_edge(3.0, rng)[::-1]) == pytest.approx(2.5631 * 3.0, rel=1e-3)  # bright to dark
+    for flat in (np.full(80, 50.0), *(50 + rng.standard_normal((20, 80)))):
+        with pytest.raises(UserError, match="no edge"):
+            edge_width(flat)
+    with pytest.raises(UserError, match="at least 5 finite values"):
+        edge_width([1.0, 2.0, 3.0])

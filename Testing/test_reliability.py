@@ -3,10 +3,12 @@ files through the command line, no network at run time, determinism. Slicer logi
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +244,9 @@ def _bad_weights(folder: Path, tiny_weights: Path) -> dict[str, tuple[Path, str]
     (folder / "text.pt").write_text("not a checkpoint\n")
     (folder / "list_card.pt").write_bytes(data)
     card_path(folder / "list_card.pt").write_text("[1, 2]\n")
+    (folder / "flipped.pt").write_bytes(_flipped(data))  # no card beside it: the tensor digest alone catches it
+    with open(folder / "protocol4.pt", "wb") as stream:  # torch warns about the protocol before refusing it
+        pickle.dump({"format": FORMAT}, stream, protocol=4)
     return {
         "missing": (folder / "missing.pt", "not found"),
         "truncated": (folder / "cut.pt", "truncated or damaged"),
@@ -257,12 +262,21 @@ def _bad_weights(folder: Path, tiny_weights: Path) -> dict[str, tuple[Path, str]
         "absurd width": (_checkpoint(folder / "absurd.pt", width=10 ** 9), "do not fit"),
         "text width": (_checkpoint(folder / "textwidth.pt", width="wide"), "do not fit"),
         "no state dict": (_checkpoint(folder / "nostate.pt", state_dict=[1, 2]), "do not fit"),
+        "byte flipped": (folder / "flipped.pt", "do not match the digest"),
+        "pickle protocol 4": (folder / "protocol4.pt", "no checkpoint at all"),
     }
+
+
+def _flipped(data: bytes) -> bytes:
+    """`data` with its middle byte inverted."""
+    changed = bytearray(data)
+    changed[len(changed) // 2] ^= 0xFF
+    return bytes(changed)
 
 
 WEIGHT_CASES = ("missing", "truncated", "sha256 mismatch", "pickled object", "bare state dict", "text",
                 "card not an object", "width 16 as 8", "other architecture", "no width", "absurd width",
-                "text width", "no state dict")
+                "text width", "no state dict", "byte flipped", "pickle protocol 4")
 
 
 @pytest.mark.parametrize("case", WEIGHT_CASES)
@@ -271,10 +285,48 @@ def test_bad_weights_exit_2_through_the_cli(tmp_path, tiny_weights, capsys, case
     out = tmp_path / "out"
     out.mkdir()
     before = files(tmp_path)
-    assert main(["despeckle", str(SAMPLE), "-o", str(out / "o.nrrd"), "--weights", str(weights)]) == 2
+    with warnings.catch_warnings(record=True) as warned:  # a warning would be a second line on stderr
+        warnings.simplefilter("always")
+        assert main(["despeckle", str(SAMPLE), "-o", str(out / "o.nrrd"), "--weights", str(weights)]) == 2
     err = capsys.readouterr().err
     assert one_line_error(err) and words in err, err
+    assert [str(w.message) for w in warned] == []
     assert files(tmp_path) == before and not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("case", ["byte flipped", "pickle protocol 4"])
+def test_bad_weights_are_one_stderr_line_from_the_console_script(tmp_path, tiny_weights, case):
+    weights, words = _bad_weights(tmp_path, tiny_weights)[case]
+    run = subprocess.run([sys.executable, "-m", "speckle2self", "despeckle", str(SAMPLE), "-o",
+                          str(tmp_path / "o.nrrd"), "--weights", str(weights)], capture_output=True, text=True)
+    assert run.returncode == 2 and one_line_error(run.stderr) and words in run.stderr, run.stderr
+    assert not (tmp_path / "o.nrrd").exists()
+
+
+def test_tensor_digest_is_in_checkpoint_and_card_and_sees_values_names_and_order(tmp_path):
+    from speckle2self.weights import TENSOR_DIGEST, read_card, tensor_digest
+
+    card = save_checkpoint(Speckle2SelfNet(8), tmp_path / "w.pt", {})
+    stored = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert card[TENSOR_DIGEST] == read_card(tmp_path / "w.pt")[TENSOR_DIGEST] == stored[TENSOR_DIGEST]
+    state = stored["state_dict"]
+    assert tensor_digest(state) == card[TENSOR_DIGEST]
+    first, second = list(state)[:2]
+    changed = dict(state, **{first: state[first].clone()})
+    changed[first].view(-1)[0] += 1
+    renamed = {("x" + k if k == first else k): v for k, v in state.items()}
+    reordered = {second: state[second], first: state[first], **state}
+    assert len({tensor_digest(s) for s in (state, changed, renamed, reordered)}) == 4
+
+
+def test_a_checkpoint_without_a_tensor_digest_still_loads(tmp_path):
+    """Checkpoints written before the digest (the shipped default among them) keep loading."""
+    from speckle2self.weights import DEFAULT_WEIGHTS, TENSOR_DIGEST, load_checkpoint
+
+    path = _checkpoint(tmp_path / "old.pt")
+    assert load_checkpoint(path)[0].width == 8
+    assert TENSOR_DIGEST not in torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    assert load_checkpoint(DEFAULT_WEIGHTS)[0].width == 32
 
 
 def test_a_checkpoint_of_another_width_with_its_card_loads(tmp_path):

@@ -17,8 +17,6 @@ MODULE_DIR = REPO / "Speckle2SelfSlicer"
 MODULE_FILE = MODULE_DIR / "Speckle2SelfSlicer.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "Speckle2SelfSlicer.ui"
 MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
-PARAMETER_WIDGET_CLASSES = {"QSpinBox", "QCheckBox", "QPushButton", "qMRMLNodeComboBox", "QComboBox", "ctkSliderWidget"}
-"""Widget classes that slicer.util.updateParameterEditWidgetsFromNode and its siblings support."""
 
 
 @pytest.fixture(scope="module")
@@ -54,27 +52,67 @@ def test_every_widget_the_module_uses_is_in_the_ui_file(source, widgets):
     assert used and used <= set(widgets), sorted(used - set(widgets))
 
 
-def test_parameter_widgets_are_supported_and_defaults_fit_them(source, widgets):
-    pairs = re.findall(r'\(self\.ui\.(\w+), "(\w+)"\)', source)
-    defaults = constant(source, "PARAMETER_DEFAULTS")
-    assert len(pairs) == 14
-    for name, parameter in pairs:
-        widget_class = widgets[name].get("class")
-        assert widget_class in PARAMETER_WIDGET_CLASSES, name
-        if widget_class == "qMRMLNodeComboBox":
-            continue
-        assert parameter in defaults, parameter
-        if widget_class == "QComboBox":
-            assert defaults[parameter] in combo_items(widgets[name]), parameter
+def parameter_fields(source: str) -> dict[str, str]:
+    """The fields of the module's @parameterNodeWrapper class: name -> annotation source."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef) and any(getattr(d, "id", None) == "parameterNodeWrapper"
+                                                  for d in node.decorator_list):
+            return {f.target.id: ast.unparse(f.annotation) for f in node.body if isinstance(f, ast.AnnAssign)}
+    raise KeyError("no @parameterNodeWrapper class")
 
 
-def test_combo_boxes_match_the_choices_the_code_maps_them_to(source, widgets):
+def enum_values(source: str, name: str) -> list:
+    """The member values of an enum.Enum class of the module file, in order."""
+    [cls] = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == name]
+    return [ast.literal_eval(a.value) for a in cls.body if isinstance(a, ast.Assign)]
+
+
+def bound_widgets(widgets: dict[str, ET.Element]) -> dict[str, ET.Element]:
+    """The .ui file's widgets bound to a parameter (dynamic property SlicerParameterName), by parameter."""
+    bound = {}
+    for widget in widgets.values():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[prop.find("string").text] = widget
+    return bound
+
+
+def test_every_parameter_is_bound_to_a_widget_that_can_show_its_type(source, widgets):
+    """The widget-type pairs slicer.parameterNodeWrapper's GUI connectors support (Slicer 5.2+): a spin box or
+    slider needs a bounded type (else the connector widens its range), a combo box an enum or a Choice."""
+    fields, bound = parameter_fields(source), bound_widgets(widgets)
+    assert set(bound) == set(fields) and len(fields) == 16
+    tree = ast.parse(source).body
+    enums = {n.name for n in tree if isinstance(n, ast.ClassDef) and "enum.Enum" in map(ast.unparse, n.bases)}
+    aliases = {n.targets[0].id: ast.unparse(n.value) for n in tree if isinstance(n, ast.Assign)
+               and isinstance(n.targets[0], ast.Name)}
+    for parameter, widget in bound.items():
+        annotation, kind = aliases.get(fields[parameter], fields[parameter]), widget.get("class")
+        if kind == "QCheckBox":
+            assert annotation == "bool", parameter
+        elif kind == "QSpinBox":
+            assert annotation.startswith("Annotated[int, WithinRange("), parameter
+        elif kind == "ctkSliderWidget":
+            assert annotation.startswith("Annotated[float, WithinRange("), parameter
+        elif kind == "QComboBox":
+            assert annotation in enums or annotation.startswith("Annotated[int, Choice("), parameter
+        else:
+            assert kind == "qMRMLNodeComboBox", parameter
+            listed = {s.text for p in widget.findall("property") if p.get("name") == "nodeTypes"
+                      for s in p.iter("string")}
+            assert set(re.findall(r"slicer\.(vtkMRML\w+)", annotation)) == listed, parameter
+            assert "None" in annotation or annotation.startswith("Optional["), parameter  # none is a value
+
+
+def test_choices_match_what_the_code_maps_them_to(source):
     from Speckle2SelfSlicerLib import FRAMES
 
-    assert len(combo_items(widgets["framesComboBox"])) == len(FRAMES)
-    assert len(combo_items(widgets["deviceComboBox"])) == len(constant(source, "DEVICES"))
-    assert combo_items(widgets["finetuneUnitComboBox"]) == ["steps", "minutes"]
-    assert all(int(size) % 16 == 0 for size in combo_items(widgets["finetuneSizeComboBox"]))
+    assert tuple(enum_values(source, "Frames")) == FRAMES
+    assert enum_values(source, "Device") == ["auto", "cpu", "cuda"]
+    assert enum_values(source, "FinetuneUnit") == ["steps", "minutes"]
+    sizes = re.search(r"finetuneSize: Annotated\[int, Choice\((\[.*?\])\)\] = (\d+)", source)
+    assert all(size % 16 == 0 for size in ast.literal_eval(sizes.group(1)))
+    assert int(sizes.group(2)) in ast.literal_eval(sizes.group(1))
 
 
 BENCH_DIR = MODULE_DIR / "speckle2self" / "bench"
@@ -181,6 +219,7 @@ def test_slicer_apis_the_module_calls_exist_in_slicer_core(source):
     missing = [name for name in set(re.findall(r"slicer\.util\.(\w+)", source)) if not hasattr(slicer.util, name)]
     assert not missing
     assert hasattr(slicer.vtkMRMLLayoutNode, "SlicerLayoutSideBySideView")
+    assert all(hasattr(slicer, name) for name in re.findall(r"slicer\.(vtkMRML\w+)", source))
     for cls, methods in [(slicer.vtkMRMLSliceCompositeNode, ["SetBackgroundVolumeID", "SetForegroundVolumeID",
                                                              "SetLinkedControl"]),
                          (slicer.vtkMRMLSliceNode, ["RotateToVolumePlane"]),

@@ -38,12 +38,16 @@ class FinetunedModel:
         return f"{self.path.name} ({', '.join(str(d) for d in details if d)})"
 
 
+def file_stem(name: str) -> str:
+    """A node name as a portable file name stem."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("._") or "model"
+
+
 def new_model_path(folder: Path, source_name: str) -> Path:
     """A new, unused checkpoint path in `folder` (created if needed), named after the data it was tuned on."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^A-Za-z0-9.-]+", "_", source_name).strip("._") or "model"
-    stem = f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    stem = f"{file_stem(source_name)}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     path, number = folder / f"{stem}.pt", 1
     while path.exists():
         number += 1

@@ -57,6 +57,20 @@ class _Phase:
         return self.job.progress(done, self.total, f"{self.label}: {detail}", since=self.start)
 
 
+def scene_closed() -> UserError:
+    return UserError("The scene was closed while despeckling, so no result was added",
+                     "load the input again and rerun")
+
+
+NOT_SAVED = ", fine-tuned, not saved"
+
+
+def model_label(weights, note: str = "") -> str:
+    """The MODEL_ATTRIBUTE value of an output made with `weights` (None: the shipped model) and `note`: what
+    fine-tuning did when no fine-tuned model was saved (NOT_SAVED, or "; " and the safeguard's verdict)."""
+    return (str(weights) if weights else "default") + note
+
+
 class _SceneWatch:
     """Within it, closing (clearing) the scene cancels `job`, which then ends in a UserError saying so."""
 
@@ -73,12 +87,11 @@ class _SceneWatch:
     def __exit__(self, kind, error, trace) -> bool:
         self.scene.RemoveObserver(self.tag)
         if self.closed and kind is Cancelled:
-            raise UserError("The scene was closed while despeckling, so no result was added",
-                            "load the input again and rerun") from None
+            raise scene_closed() from None
         return False
 
 
-def _groups(arrays: list[np.ndarray], batch_size: int):
+def frame_groups(arrays: list[np.ndarray], batch_size: float):
     """Indices of consecutive arrays with the same frame shape and type, at most `batch_size` frames a group
     (a volume with more frames is a group alone): frames of a cine loop are despeckled in batches."""
     group: list[int] = []
@@ -123,13 +136,7 @@ class Speckle2SelfLogic:
         modified; a cancelled or failed job leaves the scene as it was. `log_bias` True shows the log of the
         mean echo intensity instead of the input's mean brightness (see `speckle2self.postprocess`).
         """
-        if frames not in FRAMES:
-            raise UserError(f"Unknown frames option {frames!r}", f"use one of {', '.join(FRAMES)}")
-        source = self._input(inputNode, frames)
-        output = self._output(source, outputNode)
-        source.arrays = [nodes.volume_array(v) for v in source.volumes]
-        source.scene = inputNode.GetScene()  # kept: the user may delete the input while it runs
-        self._check_frame_size(source)
+        source, output = self._prepare(inputNode, outputNode, frames)
         finetune = finetune_steps is not None or finetune_minutes is not None
         trainer = (self._trainer(source, weights, device, precision, finetune_steps, finetune_minutes,
                                  finetune_size) if finetune else None)
@@ -140,21 +147,45 @@ class Speckle2SelfLogic:
         def work(job: Job):
             with _SceneWatch(source.scene, job):
                 job.check()
-                net, used = model, str(weights) if weights else "default"
+                net, used = model, model_label(weights)
                 if trainer is not None:
                     phase = _Phase(job, trainer.total, "Fine-tuning")
                     result = yield from follow(job, trainer.job, lambda p: phase.report(p.done, p.message))
                     if not result.accepted:  # the safeguard kept the un-tuned model: nothing to save
-                        net, used = result.model, f"{used}; {result.verdict}"
+                        net, used = result.model, model_label(weights, f"; {result.verdict}")
                     elif save_finetuned:  # despeckle with the model as saved: reusing it gives the same result
                         used = str(self._save(result, source.name))
                         net = self._model(used, device)
                     else:
-                        net, used = result.model, f"{used}, fine-tuned, not saved"
+                        net, used = result.model, model_label(weights, NOT_SAVED)
                 arrays = yield from self._despeckle(job, source.arrays, net, **despeckle_options)
                 return self._store(source, output, arrays, used)
 
         return Job(work, f"Speckle2Self: {source.name}")
+
+    def process_in_subprocess(self, inputNode, outputNode=None, frames: str = "all", python: str | None = None,
+                              **options):
+        """Start despeckling `inputNode` in a separate process, so that the calling thread stays free: the
+        speckle2self command line, run by `python` (default: this interpreter; inside Slicer, PythonSlicer).
+        Returns a SubprocessJob to `poll()`; its `result` is then the output node, stored as `process_job`
+        stores it. Options as for `process_job`; they are checked by the command line, whose one-line error
+        `poll()` raises."""
+        from .cli_process import python_command
+        from .subprocess_job import SubprocessJob
+
+        source, output = self._prepare(inputNode, outputNode, frames)
+        return SubprocessJob(self, source, output, options, python_command(python))
+
+    def _prepare(self, inputNode, outputNode, frames: str) -> tuple[_Input, object]:
+        """The input's volumes and arrays, and the existing output node (or None), checked."""
+        if frames not in FRAMES:
+            raise UserError(f"Unknown frames option {frames!r}", f"use one of {', '.join(FRAMES)}")
+        source = self._input(inputNode, frames)
+        output = self._output(source, outputNode)
+        source.arrays = [nodes.volume_array(v) for v in source.volumes]
+        source.scene = inputNode.GetScene()  # kept: the user may delete the input while it runs
+        self._check_frame_size(source)
+        return source, output
 
     @staticmethod
     def _model(weights, device):
@@ -253,7 +284,7 @@ class Speckle2SelfLogic:
         total = sum(len(a) for a in arrays)
         phase = _Phase(job, total, "Despeckling")
         results: list[np.ndarray] = []
-        for group in _groups(arrays, batch_size or GROUP_FRAMES):
+        for group in frame_groups(arrays, batch_size or GROUP_FRAMES):
             offset = sum(len(r) for r in results)
             stack = np.concatenate([arrays[i] for i in group]) if len(group) > 1 else arrays[group[0]]
             inner = despeckle_job(stack, model=model, batch_size=batch_size, **options)

@@ -61,6 +61,17 @@ def write_volume(node, like, array: np.ndarray) -> None:
         copy_display(node, like)
 
 
+def itk_geometry(node) -> dict:
+    """Spacing, origin and direction of a volume node as ITK (SimpleITK, image files) has them: in LPS
+    coordinates where Slicer uses RAS, so a file written with them opens in Slicer where the node lies."""
+    directions = vtk.vtkMatrix4x4()
+    node.GetIJKToRASDirectionMatrix(directions)
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    rotation = ras_to_lps @ slicer.util.arrayFromVTKMatrix(directions)[:3, :3]
+    return {"spacing": tuple(node.GetSpacing()), "origin": tuple(ras_to_lps @ np.array(node.GetOrigin())),
+            "direction": tuple(rotation.ravel())}
+
+
 def copy_display(node, like) -> None:
     """Show `node` like `like` (same fixed window/level, colour map), so that before and after compare fairly."""
     source, target = like.GetDisplayNode(), node.GetDisplayNode()

@@ -29,6 +29,20 @@ def _progress_bar(job: Job, unit: str):
         return job.run(show)
 
 
+def _json_lines(job: Job, phase: str, **fields):
+    """Run a job printing one JSON object per update on stdout (`--progress json`, read by the Slicer module):
+    phase, done, total, elapsed and seconds_left (null before the first unit), message and `fields`."""
+    def show(p: Progress) -> None:
+        print(json.dumps({"phase": phase, "done": p.done, "total": p.total, "elapsed": round(p.elapsed, 3),
+                          "seconds_left": p.seconds_left, "message": p.message, **fields}), flush=True)
+    return job.run(show)
+
+
+def _run(job: Job, args, unit: str, phase: str, **fields):
+    """Run a job under the progress display --progress asks for."""
+    return _json_lines(job, phase, **fields) if args.progress == "json" else _progress_bar(job, unit)
+
+
 def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
     if len(inputs) == 1 and not output.is_dir():
         return [output]
@@ -38,16 +52,43 @@ def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
     return [output / p.name for p in inputs]
 
 
-def _finetune(image_array: np.ndarray, args) -> object:
-    """The fine-tuned model (or, if the safeguard refused it, the un-tuned one), saying which on stderr."""
+def _finetune(image_array: np.ndarray, source: Path, args, **fields) -> object:
+    """The fine-tuned model (or, if the safeguard refused it, the un-tuned one), saying which on stderr (in a
+    JSON line with --progress json). With --save-finetuned a kept model is saved, and returned as saved."""
     from .finetuning import finetune_job
+    from .weights import load_checkpoint, save_checkpoint
 
+    extra = {"source": source.stem, "command": "speckle2self " + shlex.join(args.argv)}
     job = finetune_job([image_array], weights=args.weights, steps=args.finetune_steps,
                        minutes=args.finetune_minutes, size=args.finetune_size, precision=args.precision,
-                       device=args.device)
-    result = _progress_bar(job, "step")
-    print(f"speckle2self: {result.verdict}", file=sys.stderr)
-    return result.model
+                       device=args.device, card_extra=extra)
+    result = _run(job, args, "step", "fine-tuning", **fields)
+    if args.progress == "json":
+        print(json.dumps({"phase": "fine-tuning", "accepted": result.accepted, "verdict": result.verdict,
+                          **fields}), flush=True)
+    else:
+        print(f"speckle2self: {result.verdict}", file=sys.stderr)
+    if not (args.save_finetuned and result.accepted):
+        return result.model
+    save_checkpoint(result.model, Path(args.save_finetuned), result.card)
+    return load_checkpoint(args.save_finetuned)[0]  # as saved: despeckling with the file gives this result
+
+
+def _check_save_finetuned(args, inputs: list[Path]) -> None:
+    """Refuse a --save-finetuned that cannot be honoured, before any work."""
+    if not args.save_finetuned:
+        return
+    target = Path(args.save_finetuned)
+    if args.finetune_steps is None and args.finetune_minutes is None:
+        raise UserError("--save-finetuned keeps a fine-tuned model, but no fine-tuning was asked for",
+                        "add --finetune-steps or --finetune-minutes")
+    if len(inputs) > 1:
+        raise UserError("--save-finetuned takes one input (each input is fine-tuned on its own)",
+                        "run once per input")
+    if not target.resolve().parent.is_dir():
+        raise UserError(f"The folder of {target} does not exist", "create it first")
+    if target.exists() and not args.force:
+        raise UserError(f"{target} already exists", "choose another name or overwrite it with --force")
 
 
 def _despeckle_options(args) -> dict:
@@ -67,12 +108,14 @@ def cmd_despeckle(args) -> None:
     if args.preview and len(inputs) > 1:
         raise UserError("--preview takes one input", "run once per input")
     outputs = _output_paths(inputs, Path(args.output))
+    _check_save_finetuned(args, inputs)
     finetuning = args.finetune_steps is not None or args.finetune_minutes is not None
-    tune = (lambda grey: _finetune(grey, args)) if finetuning else None
-    for source, target in zip(inputs, outputs):
+    for number, (source, target) in enumerate(zip(inputs, outputs), 1):
+        which = {"input": number, "inputs": len(inputs)}
+        tune = (lambda grey: _finetune(grey, source, args, **which)) if finetuning else None
         despeckle_file(source, target, weights=args.weights, force=args.force, compress=args.compress or None,
-                       preview=args.preview, run=lambda job: _progress_bar(job, "frame"), tune=tune,
-                       **_despeckle_options(args))
+                       preview=args.preview, run=lambda job: _run(job, args, "frame", "despeckling", **which),
+                       tune=tune, **_despeckle_options(args))
         print(target)
         if args.preview:
             print(args.preview)
@@ -300,6 +343,12 @@ def parser() -> argparse.ArgumentParser:
                       "on each input first, for this many steps; kept only if not worse on the input")
     tune.add_argument("--finetune-minutes", type=float, help="the same, for this many minutes")
     d.add_argument("--finetune-size", type=int, default=256, help="fine-tuning crop size")
+    d.add_argument("--save-finetuned", metavar="CHECKPOINT", help="keep the fine-tuned model, if the safeguard "
+                   "keeps it, in this file (a model card goes beside it; one input) and despeckle with it as saved")
+    d.add_argument("--progress", choices=("bar", "json"), default="bar",
+                   help="bar: a progress bar on stderr; json: one JSON line per update on stdout (phase "
+                   "fine-tuning or despeckling, done, total, elapsed, seconds_left, message, input, inputs), "
+                   "and after fine-tuning one with the safeguard's accepted and verdict")
     d.add_argument("--preview", help="also write a before/after PNG of the middle frame (one input)")
     d.add_argument("--force", action="store_true", help="overwrite existing outputs")
     d.set_defaults(func=cmd_despeckle)

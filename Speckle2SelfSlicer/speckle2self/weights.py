@@ -1,4 +1,4 @@
-"""Checkpoints: save with a model card beside them, load safely (weights_only, sha256 checked)."""
+"""Checkpoints: save with a model card beside them, load safely (weights_only, sha256 and tensor digest checked)."""
 from __future__ import annotations
 
 import hashlib
@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "models" / "speckle2self_def
 FORMAT = "speckle2self-checkpoint"
 MAX_WIDTH = 256
 """Widest network a checkpoint may ask for (the paper's is 32), so a damaged one cannot exhaust memory."""
+TENSOR_DIGEST = "tensor_sha256"
+"""Key of the tensor digest in a checkpoint and its card (checkpoints before it have none and still load)."""
 
 
 def card_path(weights: Path) -> Path:
@@ -36,6 +39,19 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tensor_digest(state: dict) -> str:
+    """sha256 over a state dict's tensors in key order (each key, dtype, shape and raw bytes): any changed
+    value, name or order changes it. Travels inside the checkpoint, so it holds without the card."""
+    import torch
+
+    digest = hashlib.sha256()
+    for key, tensor in state.items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def code_version() -> str:
     """Package version plus the git commit of the source tree, when it is a checkout."""
     try:
@@ -46,7 +62,8 @@ def code_version() -> str:
     return f"{__version__}+g{commit}"
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Let `write(tmp)` write a temporary file beside `path`, then move it into place (readable by all)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -69,12 +86,18 @@ def save_checkpoint(model: "Speckle2SelfNet", path: Path, card: dict, half: bool
     dtype = torch.float16 if half else torch.float32
     state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
     checkpoint = {"format": FORMAT, "width": model.width, "head": model.head, "state_dict": state,
-                  "config": json.dumps(card.get("config", {})), "code_version": code_version()}
-    _atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+                  "config": json.dumps(card.get("config", {})), "code_version": code_version(),
+                  TENSOR_DIGEST: tensor_digest(state)}
+    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
     card = {**card, "width": model.width, "head": model.head, "code_version": checkpoint["code_version"],
-            "weights_file": path.name, "sha256": sha256(path)}
-    _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+            "weights_file": path.name, "sha256": sha256(path), TENSOR_DIGEST: checkpoint[TENSOR_DIGEST]}
+    write_card(path, card)
     return card
+
+
+def write_card(weights: Path, card: dict) -> None:
+    """Write the model card beside `weights`, atomically."""
+    atomic_write(card_path(weights), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
 
 
 def read_card(weights: Path) -> dict:
@@ -94,7 +117,8 @@ def read_card(weights: Path) -> dict:
 def load_checkpoint(weights: Path | str | None = None) -> tuple["Speckle2SelfNet", dict]:
     """Load a checkpoint into a float32 model on the CPU; return it with its model card.
 
-    The shipped default must match the sha256 in its card; any other file is checked when it has one.
+    The shipped default must match the sha256 in its card; any other file is checked when it has one. The
+    tensors must match the digest in the checkpoint and in the card, where they carry one.
     """
     import torch
 
@@ -110,7 +134,9 @@ def load_checkpoint(weights: Path | str | None = None) -> tuple["Speckle2SelfNet
         raise UserError(f"Weights file {path} does not match the sha256 in its model card",
                         "the file is damaged or was replaced; restore it or retrain")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain containers
         raise UserError(f"Cannot load weights {path}: it holds Python objects other than weights (refused for "
                         "safety) or is no checkpoint at all",
@@ -129,7 +155,16 @@ def load_checkpoint(weights: Path | str | None = None) -> tuple["Speckle2SelfNet
         raise misfit
     model = Speckle2SelfNet(width=width, head=head)
     try:
+        _check_digest(path, state, [checkpoint.get(TENSOR_DIGEST), card.get(TENSOR_DIGEST)])
         model.load_state_dict({k: v.float() for k, v in state.items()})
     except (RuntimeError, AttributeError):  # other shapes or names; values that are not tensors
         raise misfit from None
     return model, card
+
+
+def _check_digest(path: Path, state: dict, expected: list) -> None:
+    """Refuse tensors that differ from the digests written at saving (None: not recorded)."""
+    recorded = {str(e) for e in expected if e is not None}
+    if recorded and recorded != {tensor_digest(state)}:
+        raise UserError(f"Weights file {path} is damaged or was altered: its tensors do not match the digest "
+                        "written when it was saved", "restore it from a good copy or retrain")
