@@ -3,7 +3,7 @@ stepped from a timer, one batch or one training step a tick) against the separat
 from a timer). Runs on slicer-core, no Slicer application: the call that starts the job and every call the
 timer would make are timed; the last poll of the separate process reads the result and stores it.
 
-    .venv/bin/python scripts/responsiveness.py [--frames 20] [--size 128] [--steps 50] [--finetune-size 64]
+    .venv/bin/python Testing/responsiveness.py [--frames 20] [--size 128] [--steps 50] [--finetune-size 64]
         [--workloads despeckle finetune] [--paths in-process subprocess] [--weights CHECKPOINT]
 
 The fine-tuning workload fine-tunes on (and then despeckles) the first two frames only.
