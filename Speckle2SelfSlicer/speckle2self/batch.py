@@ -26,7 +26,7 @@ from distributed import Client, KilledWorker, LocalCluster, as_completed, get_wo
 
 from .errors import UserError
 from .image_io import SUPPORTED_EXTENSIONS
-from .weights import DEFAULT_WEIGHTS, _atomic_write, code_version, sha256
+from .weights import DEFAULT_WEIGHTS, atomic_write, code_version, sha256
 
 MANIFEST = "speckle2self-batch.json"
 FORMAT = "speckle2self-batch"
@@ -180,7 +180,7 @@ class Manifest:
     def put(self, record: dict) -> None:
         self.records[record["input"]] = record
         content = {"format": FORMAT, "records": [self.records[k] for k in sorted(self.records)]}
-        _atomic_write(self.path, lambda tmp: Path(tmp).write_text(json.dumps(content, indent=1) + "\n"))
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(json.dumps(content, indent=1) + "\n"))
 
 
 def _check_folders(input_dir, output_dir) -> tuple[Path, Path]:
