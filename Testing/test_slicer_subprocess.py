@@ -53,7 +53,8 @@ def test_progress_arrives_and_the_output_equals_the_in_process_one(scene, logic,
     output = job.result
 
     done = [p.done for p in seen]
-    assert done == sorted(done) and done[-1] == 12 and len(set(done)) >= 3  # batches of 5: 5, 10, 12
+    # batches of 5 report 5, 10, 12; a poll sees the latest, so how many of them it sees depends on the machine
+    assert done == sorted(done) and done[-1] == 12 and any(0 < d < 12 for d in done)
     assert {p.total for p in seen} == {12} and seen[-1].message == "Despeckling: frame 12 of 12"
     assert seen[-1].seconds_left == 0
     assert list(temp_root.iterdir()) == [] and job.process.returncode == 0
