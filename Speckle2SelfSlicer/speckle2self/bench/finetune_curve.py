@@ -62,11 +62,10 @@ def carotid_finetune(reference: Path, steps: int, weights: Path | None = None, p
     for clip in [c for c in CLIPS if (Path(reference) / f"Input_{c}.gif").is_file()] or CLIPS:
         reference_set = carotid_set(Path(reference), (clip,))
         stack = np.stack(reference_set.images)
-        job = finetune_job([stack], weights=weights, steps=steps)
-        models = {"before": None, "after": job.run(progress)}
-        row = {"clip": clip, "kept": models["after"].accepted}
-        for name, result in models.items():
-            out = despeckle(stack, weights=weights) if result is None else despeckle(stack, model=result.model)
+        result = finetune_job([stack], weights=weights, steps=steps).run(progress)
+        outputs = {"before": despeckle(stack, weights=weights), "after": despeckle(stack, model=result.model)}
+        row = {"clip": clip, "kept": result.accepted}
+        for name, out in outputs.items():
             values = [scores(o, p) for o, p in zip(out, reference_set.published)]
             row[name] = {metric: float(np.mean([v[metric] for v in values])) for metric in ("ssim", "hom")}
         rows.append(row)
