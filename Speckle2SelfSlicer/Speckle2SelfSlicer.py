@@ -38,6 +38,8 @@ SAMPLE_FILE = "BkCurvilinearScanConvertedData.nrrd"
 SAMPLE_SHA256 = "45bffd517f343b46b3e47e3d4bb90b50e169b8ac58627071361307a4398c2742"
 TORCH_REQUIREMENT = ">=2.1"
 MONAI_REQUIREMENT = "monai>=1.3"
+INT8_REQUIREMENTS = (("openvino>=2026.4", "openvino"), ("nncf>=3.4", "nncf"))
+"""The CPU's fast int8 path; optional: without them despeckling runs on torch."""
 SKIMAGE_REQUIREMENT = "scikit-image>=0.21"
 """Needed by the Measure section only (speckle2self.metrics), so installed on its first use."""
 POLL_MS = 100
@@ -336,6 +338,8 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         if not self._ensurePackage(MONAI_REQUIREMENT, "monai"):
             self._setStatus(_("MONAI is not installed, so despeckling cannot run."))
             return False
+        for requirement, module in INT8_REQUIREMENTS:
+            self._ensurePackage(requirement, module)
         self._setStatus("")
         self._dependenciesReady = True
         self._updateDeviceChoices()

@@ -13,6 +13,21 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 PUBLISHED_REFERENCE = REPO.parent / "shared" / "reference" / "carotid_published"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def int8_cache(tmp_path_factory):
+    """Quantised models go to a fresh folder of this session (children inherit it), not the user's cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("cache")
+    before = os.environ.get("SPECKLE2SELF_CACHE")
+    os.environ["SPECKLE2SELF_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ["SPECKLE2SELF_CACHE"]
+    else:
+        os.environ["SPECKLE2SELF_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def sample_array() -> np.ndarray:
     """The bundled real B-mode image, (400, 600) uint8."""

@@ -12,6 +12,7 @@ from . import frames as fr
 from .errors import Cancelled, UserError
 from .jobs import Job, Progress
 from .postprocess import SMOOTHING
+from .precision import PRECISIONS
 
 EXIT_USER_ERROR = 2
 
@@ -304,9 +305,14 @@ def cmd_ablation(args) -> None:
                 "(times its budget multiple) on the setting's training images, scored on its test images.")
 
 
-def _precision_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
-                         help="auto: bf16 where the CPU/GPU runs it fast, else fp32 (the reference path)")
+def _precision_option(command: argparse.ArgumentParser, despeckling: bool = True) -> None:
+    if despeckling:
+        command.add_argument("--precision", default="auto", choices=PRECISIONS,
+                             help="auto: on the CPU int8 (OpenVINO) where installed, else bf16 where the CPU/GPU "
+                                  "runs it fast, else fp32 (the reference path); fine-tuning runs at auto for int8")
+    else:
+        command.add_argument("--precision", default="auto", choices=[p for p in PRECISIONS if p != "int8"],
+                             help="auto: bf16 where the CPU/GPU runs it fast, else fp32 (the reference path)")
 
 
 def _despeckle_arguments(command: argparse.ArgumentParser) -> None:
@@ -384,7 +390,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="start from this checkpoint (fine-tuning, resuming)")
     t.add_argument("--device", default="auto")
     t.add_argument("--checkpoint-minutes", type=float, default=10.0)
-    _precision_option(t)
+    _precision_option(t, despeckling=False)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="GLCM homogeneity before/after, outside-sector zeros kept and time per frame, per file")

@@ -93,8 +93,9 @@ def finetune_job(sources: Sequence[np.ndarray], weights: Path | str | None = Non
                  device: str | torch.device = "auto", card_extra: dict | None = None) -> Job[FinetuneResult]:
     """A job that fine-tunes the model in `weights` (None: the shipped model) on `sources` (grey (H, W)
     images or (N, H, W) stacks) for `steps` or `minutes`, then keeps it only if the safeguard finds it no
-    worse than the un-tuned model on the user's own frames. Options are checked before any work."""
-    config = finetune_config(sources, steps, minutes, size, precision, lr)
+    worse than the un-tuned model on the user's own frames. Options are checked before any work; the
+    despeckling precision 'int8' fine-tunes at 'auto'."""
+    config = finetune_config(sources, steps, minutes, size, "auto" if precision == "int8" else precision, lr)
     model, card = initial_model(Path(weights) if weights is not None else DEFAULT_WEIGHTS)
     initial = copy.deepcopy(model)  # training moves `model` in place
     training = train_job(sources, config, init=model, init_card=card, device=device, card_extra=card_extra)

@@ -13,7 +13,7 @@ from .errors import UserError
 from .jobs import Job
 from .network import DOWNSAMPLING, InferenceNet, Speckle2SelfNet
 from .postprocess import SMOOTHING, brightness_matched, degridded, log_bias_removed, smoothed
-from .precision import autocast, resolve_precision
+from .precision import autocast, bf16_is_fast, resolve_precision
 from .weights import DEFAULT_WEIGHTS, load_checkpoint, sha256
 
 GIB = 2 ** 30
@@ -87,6 +87,21 @@ def automatic_batch(h: int, w: int, device: torch.device) -> int:
     return max(1, CPU_BATCH_PIXELS // (h * w))
 
 
+def network_function(net: InferenceNet, precision: str, device: torch.device):
+    """`net` at a resolved `precision` as a function of a padded (B, 1, H, W) CPU tensor to a (B, H, W)
+    float32 array; 'int8' is its OpenVINO twin (`int8`), prepared now."""
+    if precision == "int8":
+        from .int8 import int8_network
+
+        fast = int8_network(net, bf16_is_fast(device))
+        return lambda batch: fast(batch.numpy())[:, 0]
+
+    def run(batch: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode(), autocast(precision, device):
+            return net(batch.to(device))[:, 0].float().cpu().numpy()
+    return run
+
+
 def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
                   model: InferenceNet | Speckle2SelfNet | None = None, device: str | torch.device = "auto",
                   gamma: float = 1.0, batch_size: int | None = None, memory_limit: int = MEMORY_LIMIT,
@@ -95,7 +110,9 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     """A job that despeckles `array` (see `frames` for layouts) and returns a new array of the same
     shape, dtype and per-frame intensity range. The input is never modified. Batches (automatic by
     default) are made smaller to stay within `memory_limit` bytes; a frame that alone needs more is
-    refused before any work. `precision` 'fp32' is the reference path, 'auto' uses bf16 where fast.
+    refused before any work. `precision` 'fp32' is the reference path; 'auto' is int8 on the CPU where
+    OpenVINO and NNCF are installed (the network is quantised once per weights, then cached), else bf16 where
+    fast.
     Each output frame then goes through `postprocess`, before the display `gamma`: `degrid` removes the
     decoder's 16-pixel periodic pattern (a notch filter on the padded output), `match_brightness` fits
     it to its input's brightness (False keeps the network's own min-max mapping), `smoothing` is a Gaussian
@@ -111,7 +128,7 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     if batch_size is not None and batch_size < 1:
         raise UserError(f"Batch size must be at least 1, got {batch_size}", "use e.g. 4")
     dev = resolve_device(device)
-    precision = resolve_precision(precision, dev)
+    precision = resolve_precision(precision, dev, int8=True)
     net = (_as_inference(model).to(dev).eval() if model is not None else inference_model(weights, dev))
     h, w = fr.frame_shape(array, layout)
     batch_size = min(batch_size or automatic_batch(h, w, dev), _frames_that_fit(h, w, net, memory_limit))
@@ -119,15 +136,15 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
 
     def work(job: Job):
         out = array.copy() if layout.colour else np.empty_like(array)
+        yield job.progress(0, total, "preparing the network")
+        forward = network_function(net, precision, dev)
         yield job.progress(0, total, "despeckling")
         for start in range(0, total, batch_size):
             job.check()
             indices = range(start, min(start + batch_size, total))
             grey = [fr.grey_frame(array, layout, i) for i in indices]
             normalised = [fr.normalise(g) for g in grey]
-            batch = torch.from_numpy(np.stack([n[0] for n in normalised])[:, None]).to(dev)
-            with torch.inference_mode(), autocast(precision, dev):
-                padded = net(pad_to_multiple(batch))[:, 0].float().cpu().numpy()
+            padded = forward(pad_to_multiple(torch.from_numpy(np.stack([n[0] for n in normalised])[:, None])))
             result = [(degridded(p) if degrid else p)[:h, :w] for p in padded]
             for i, g, unit, (source, lo, hi) in zip(indices, grey, result, normalised):
                 outside = fr.background(g)

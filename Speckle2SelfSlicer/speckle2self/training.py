@@ -44,6 +44,9 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     precision: str = "auto"
     """'auto': the network runs in bf16 autocast where the device does that fast; 'fp32': reference."""
+    compile: bool = False
+    """Run the network through `torch.compile` (its compile time, tens of seconds, is paid on the first step;
+    docs/performance.md measures whether it pays off)."""
 
     def validate(self) -> None:
         if (self.steps is None) == (self.minutes is None):
@@ -190,6 +193,7 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
         model.train()
         transform = augmentation(config.size, config.seed)
         optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+        forward = torch.compile(model) if config.compile else model
         history: list[tuple[int, float, float]] = []
         total = config.steps if config.steps is not None else config.minutes * 60
         start = last_save = time.perf_counter()
@@ -220,7 +224,7 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
                 per_sample = [augment_together(transform, [p[b] for p in perturbed]) for b in range(config.batch)]
                 perturbed = [torch.stack([s[k] for s in per_sample]) for k in range(len(perturbed))]
             with autocast(precision, dev):
-                outputs = model(perturbed)
+                outputs = forward(perturbed)
             losses = speckle2self_loss([o.float() for o in outputs], perturbed, config.loss)
             optimiser.zero_grad(set_to_none=True)
             losses["total"].backward()

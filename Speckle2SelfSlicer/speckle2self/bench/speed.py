@@ -1,30 +1,40 @@
 """`speckle2self bench-speed`: inference and fine-tuning speed of each execution path, measured here.
 
 Prints and writes (docs/performance.md) ms per frame for the reference path (eager fp32) and each
-optimised one, the GFLOP/s they reach against this machine's matrix-multiply peak, how far the
-optimised output is from the reference on real frames, a cine read -> despeckle -> write run with its
-peak memory, and the fine-tuning step time. Figures are measured, never asserted.
+optimised one (torch, OpenVINO, the int8 network), the GFLOP/s they reach against this machine's
+matrix-multiply peak, how far the default output is from the reference on held-out real frames, a cine
+read -> despeckle -> write run with its peak memory, and the fine-tuning step time. On a CPU above AVX2 the
+inference, end-to-end, cine and training figures are measured again in a subprocess restricted to AVX2
+code paths (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2): the common laptop and workstation case,
+emulated on this processor. Figures are measured, never asserted.
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..precision import bf16_is_fast
+from ..precision import bf16_is_fast, resolve_precision
 
 SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "BkCurvilinearScanConvertedData.nrrd"
-SHARED_FRAMES = ("pluslibdata/UltrasonixLinearScanConvertedData.igs.mha",
-                 "pluslibdata/SpinePhantomFreehand.igs.mha", "pymust_examples/carotid.jpg")
+HELD_OUT_FRAMES = (("pluslibdata/SpinePhantomFreehand.igs.mha", 5), ("pluslibdata/SpinePhantomFreehand.igs.mha", 15),
+                   ("pluslibdata/UltrasonixCurvilinearScanConvertedData.igs.mha", 2),
+                   ("pluslibdata/Prostate10_video.igs.mhd", 4), ("pluslibdata/vtkVolumeReconstructorTestIMLiFvolumeRef.mha", 5),
+                   ("pymust_examples/carotid.jpg", 0), ("pymust_examples/bmode_PWI_disk.mat", 0),
+                   ("pymust_examples/bmode_PWI_disk.mat", 16))
+"""(shared file, frame) for the fidelity table: real frames that are not among the int8 calibration frames."""
+AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+"""Environment that restricts torch's and OpenVINO's kernels to AVX2 code paths."""
 
 
 @dataclass(frozen=True)
@@ -34,12 +44,16 @@ class SpeedPlan:
     despeckle_frames: int = 8
     repeats: int = 5
     cine_frames: tuple[int, ...] = (200, 1000)
+    """Cine lengths of the default path; the fp32 reference runs the first only."""
     cine_size: int = 512
     train_steps: int = 6
     compile: bool = True
+    avx2: bool = True
+    """Measure again restricted to AVX2 where this CPU has more."""
 
 
-QUICK = SpeedPlan(sizes=(64,), despeckle_shapes=((64, 64), (47, 81)), despeckle_frames=2, repeats=1, cine_frames=(4,), cine_size=64, train_steps=2, compile=False)
+QUICK = SpeedPlan(sizes=(64,), despeckle_shapes=((64, 64), (47, 81)), despeckle_frames=2, repeats=1, cine_frames=(4,),
+                  cine_size=64, train_steps=2, compile=False, avx2=False)
 
 
 def _timed(fn, repeats: int, warmup: int = 1) -> float:
@@ -73,7 +87,8 @@ def _paths(net: torch.nn.Module, plan: SpeedPlan):
 
     cpu = torch.device("cpu")
     channels_last = _channels_last_copy(net)
-    for precision in ("fp32", "bf16"):
+    bf16 = bf16_is_fast(cpu)
+    for precision in ("fp32", "bf16") if bf16 else ("fp32",):
         cast = autocast(precision, cpu)
         yield f"eager {precision}", _under(cast, net)
         yield f"eager {precision} channels-last", _under(cast, channels_last, torch.channels_last)
@@ -82,6 +97,12 @@ def _paths(net: torch.nn.Module, plan: SpeedPlan):
     session = _onnx_session(net)
     if session is not None:
         yield "ONNX Runtime fp32", lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+    if resolve_precision("auto", cpu, int8=True) == "int8":
+        from ..inference import network_function
+
+        for hint in ("f32", "bf16") if bf16 else ("f32",):
+            yield f"OpenVINO {hint}", _openvino(net, hint)
+        yield f"OpenVINO int8{' (bf16 rest)' if bf16 else ''}", network_function(net, "int8", cpu)
 
 
 def _channels_last_copy(net: torch.nn.Module) -> torch.nn.Module:
@@ -112,6 +133,16 @@ def _onnx_session(net: torch.nn.Module):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _openvino(net: torch.nn.Module, hint: str):
+    """`net` converted to OpenVINO as it is (no quantisation), run at precision `hint`."""
+    import openvino as ov
+
+    model = ov.convert_model(net, example_input=torch.zeros(1, 1, 64, 64), input=[(-1, 1, -1, -1)])
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                      "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    return lambda x: compiled(x.numpy())[0]
+
+
 def measure_paths(net: torch.nn.Module, plan: SpeedPlan, peak_fp32: float) -> list[dict]:
     """ms per frame (batch of one) and GFLOP/s of each path at each size."""
     rows = []
@@ -139,22 +170,21 @@ def end_to_end(plan: SpeedPlan) -> list[dict]:
     for h, w in plan.despeckle_shapes:
         stack = rng.integers(0, 256, (plan.despeckle_frames, h, w), dtype=np.uint8)
         for name, options in (("reference", {"precision": "fp32", "batch_size": 4}), ("default", {})):
-            seconds = _timed(lambda: despeckle(stack, **options), 1)
+            despeckle(stack[:1], **options)  # the int8 network is prepared (or read from the cache) once
+            seconds = _timed(lambda: despeckle(stack, **options), 1, warmup=0)
             rows.append({"shape": f"{h}x{w}", "path": name, "ms_per_frame": 1e3 * seconds / len(stack)})
     return rows
 
 
-def real_frames(data: Path | None, size: int) -> list[tuple[str, np.ndarray]]:
-    """Grey frames of real scans, reflect-padded or cropped to size x size: the bundled sample and,
-    with `data`, a frame of each of a few shared files."""
+def real_frames(data: Path | None) -> list[tuple[str, np.ndarray]]:
+    """Grey real frames at their own size: the bundled sample and, with `data`, the held-out shared frames."""
     from ..frames import grey_stack
     from ..image_io import read_image
 
-    paths = [SAMPLE] + ([data / name for name in SHARED_FRAMES if (data / name).is_file()] if data else [])
-    frames = []
-    for path in paths:
-        stack = grey_stack(read_image(path).array)
-        frames.append((path.name, _square(stack[len(stack) // 2], size)))
+    frames = [(SAMPLE.name, grey_stack(read_image(SAMPLE).array)[0])]
+    for name, index in HELD_OUT_FRAMES if data else ():
+        if (data / name).is_file():
+            frames.append((f"{Path(name).name} [{index}]", grey_stack(read_image(data / name).array)[index]))
     return frames
 
 
@@ -164,24 +194,29 @@ def _square(frame: np.ndarray, size: int) -> np.ndarray:
 
 
 def agreement(frames: list[tuple[str, np.ndarray]]) -> list[dict]:
-    """How far the default (auto precision) output is from the fp32 reference, per real frame:
-    PSNR of the float outputs, and the largest and the share of 8-bit differences above 1."""
+    """How far the default and the bf16 outputs are from the fp32 reference, per real frame: PSNR of the
+    float outputs, and the largest and the share of 8-bit differences above 1."""
     from ..inference import despeckle
     from ..metrics import psnr
 
+    cpu = torch.device("cpu")
+    paths = {"default": "auto"} | ({"bf16": "bf16"} if bf16_is_fast(cpu) else {})
     rows = []
     for name, frame in frames:
         unit = frame.astype(np.float32) / max(float(frame.max()), 1.0)
-        reference, fast = (despeckle(unit, precision=p) for p in ("fp32", "auto"))
-        diff8 = np.abs(np.rint(reference * 255) - np.rint(fast * 255))
-        rows.append({"frame": name, "psnr_db": psnr(reference, fast), "max_8bit_diff": float(diff8.max()),
-                     "share_8bit_diff_over_1": float((diff8 > 1).mean())})
+        reference = despeckle(unit, precision="fp32")
+        for path, precision in paths.items():
+            fast = despeckle(unit, precision=precision)
+            diff8 = np.abs(np.rint(reference * 255) - np.rint(fast * 255))
+            rows.append({"frame": name, "shape": "x".join(map(str, frame.shape)), "path": path,
+                         "precision": resolve_precision(precision, cpu, int8=True), "psnr_db": psnr(reference, fast),
+                         "max_8bit_diff": float(diff8.max()), "share_8bit_diff_over_1": float((diff8 > 1).mean())})
     return rows
 
 
-def cine_run(frames: int, size: int, precision: str) -> dict:
+def cine_run(frames: int, size: int, precision: str, env: dict | None = None) -> dict:
     """Time and peak resident memory of `speckle2self despeckle` on a frames x size x size uint8 cine
-    (the bundled sample, shifted a little each frame), in a fresh process."""
+    (the bundled sample, shifted a little each frame), in a fresh process (with `env` added)."""
     from ..image_io import read_image, write_image
 
     base = _square(read_image(SAMPLE).array, size)
@@ -193,31 +228,84 @@ def cine_run(frames: int, size: int, precision: str) -> dict:
         start = time.perf_counter()
         command = [sys.executable, "-m", "speckle2self", "despeckle", str(source), "-o", str(target),
                    "--precision", precision]
-        rss_kib = _peak_rss_kib(command)
+        rss_kib = _peak_rss_kib(command, env)
         seconds = time.perf_counter() - start
     return {"frames": frames, "size": size, "precision": precision, "seconds": seconds,
             "ms_per_frame": 1e3 * seconds / frames, "peak_rss_mib": rss_kib / 1024,
             "buffers_mib": 2 * frames * size * size / 2 ** 20}
 
 
-def _peak_rss_kib(command: list[str]) -> float:
+def _peak_rss_kib(command: list[str], env: dict | None = None) -> float:
     """Peak resident memory (KiB) of `command`, run in a fresh process of its own."""
     probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
              "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    done = subprocess.run([sys.executable, "-c", probe, *command], check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", probe, *command], check=True, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     return float(done.stdout.strip())
 
 
-def training_step(precision: str, steps: int, size: int = 256, batch: int = 4) -> float:
-    """Median seconds of a full fine-tuning step (three branches, batch, size x size crops), first excluded."""
+def training_step(precision: str, steps: int, size: int = 256, batch: int = 4, compile: bool = False) -> float:
+    """Median seconds of a full fine-tuning step (three branches, batch, size x size crops), first excluded
+    (with `compile`, that first step is where torch.compile runs)."""
     from ..training import TrainConfig, train
 
     crops = np.random.default_rng(0).random((2, max(size, 64) * 2, max(size, 64) * 2), dtype=np.float32)
-    result = train([crops], TrainConfig(steps=steps + 1, size=size, batch=batch, precision=precision),
-                   device="cpu")
+    result = train([crops], TrainConfig(steps=steps + 1, size=size, batch=batch, precision=precision,
+                                        compile=compile), device="cpu")
     times = np.diff([0.0] + [t for _, t, _ in result.history])[1:]
     return float(np.median(times))
+
+
+def _machine() -> dict:
+    return {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_fast": bf16_is_fast(torch.device("cpu")),
+            "default_precision": resolve_precision("auto", torch.device("cpu"), int8=True)}
+
+
+def core_figures(plan: SpeedPlan) -> dict:
+    """The inference paths at 512 (the largest size), `despeckle()` end to end, a cine and the training
+    step: what the AVX2-restricted subprocess measures."""
+    from ..inference import inference_model
+
+    net = inference_model(device="cpu")
+    peak = matmul_peak(torch.float32)
+    return {"machine": _machine(), "matmul_gflops": {"fp32": peak},
+            "paths": measure_paths(net, SpeedPlan(**{**asdict(plan), "sizes": (plan.sizes[-1],), "compile": False}),
+                                   peak),
+            "despeckle": end_to_end(plan),
+            "cine": [cine_run(plan.cine_frames[0], plan.cine_size, "auto")],
+            "training_step_s": _training_steps(plan, ("fp32",))}
+
+
+def _training_steps(plan: SpeedPlan, precisions: tuple[str, ...]) -> dict:
+    """Seconds per training step at each precision and, where the plan compiles, the last one compiled."""
+    size = _train_size(plan)
+    steps = {p: training_step(p, plan.train_steps, size) for p in precisions}
+    if plan.compile:
+        steps[f"{precisions[-1]}, torch.compile"] = training_step(precisions[-1], plan.train_steps, size, compile=True)
+    return steps
+
+
+def _train_size(plan: SpeedPlan) -> int:
+    return 256 if plan.sizes[-1] >= 256 else plan.sizes[-1]
+
+
+def plan_from(fields: dict) -> SpeedPlan:
+    """A SpeedPlan back from its JSON fields (lists become the tuples they were)."""
+    def tupled(value):
+        return tuple(map(tupled, value)) if isinstance(value, list) else value
+    return SpeedPlan(**{name: tupled(value) for name, value in fields.items()})
+
+
+def restricted_to_avx2(plan: SpeedPlan) -> dict:
+    """`core_figures` measured in a subprocess whose kernels are restricted to AVX2 (`AVX2`)."""
+    code = ("import json, sys; from speckle2self.bench.speed import core_figures, plan_from; "
+            "print(json.dumps(core_figures(plan_from(json.loads(sys.argv[1])))))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(asdict(plan))], check=True, capture_output=True,
+                          text=True, env={**os.environ, **AVX2})
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def bench_speed(plan: SpeedPlan = SpeedPlan(), data: Path | None = None) -> dict:
@@ -226,56 +314,87 @@ def bench_speed(plan: SpeedPlan = SpeedPlan(), data: Path | None = None) -> dict
 
     net = inference_model(device="cpu")
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    train_size = 256 if plan.sizes[-1] >= 256 else plan.sizes[-1]
+    above_avx2 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
     return {
-        "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "bf16_fast": bf16_is_fast(torch.device("cpu"))},
+        "machine": _machine(),
         "matmul_gflops": peaks,
         "paths": measure_paths(net, plan, peaks["fp32"]),
         "despeckle": end_to_end(plan),
-        "agreement": agreement(real_frames(data, plan.sizes[-1])),
-        "cine": [cine_run(n, plan.cine_size, p) for p in ("fp32", "auto") for n in plan.cine_frames],
-        "training_step_s": {p: training_step(p, plan.train_steps, train_size) for p in ("fp32", "auto")},
-        "training_size": train_size,
+        "agreement": agreement(real_frames(data)),
+        "cine": [cine_run(plan.cine_frames[0], plan.cine_size, "fp32")]
+                + [cine_run(n, plan.cine_size, "auto") for n in plan.cine_frames],
+        "training_step_s": _training_steps(plan, ("fp32", "auto")),
+        "training_size": _train_size(plan),
+        "avx2": restricted_to_avx2(plan) if plan.avx2 and above_avx2 else None,
     }
+
+
+def _paths_table(results: dict) -> list[str]:
+    lines = ["| size | path | ms/frame | speed-up over eager fp32 | GFLOP/s | of fp32 peak | first call (s) |",
+             "|---|---|---|---|---|---|---|"]
+    eager = {r["size"]: r["ms_per_frame"] for r in results["paths"] if r["path"] == "eager fp32"}
+    return lines + [f"| {r['size']} | {r['path']} | {r['ms_per_frame']:.1f} | {eager[r['size']] / r['ms_per_frame']:.2f}x"
+                    f" | {r['gflops']:.0f} | {r['peak_fraction']:.0%} | {r['first_call_s']:.1f} |" for r in results["paths"]]
+
+
+def _despeckle_table(results: dict) -> list[str]:
+    """End-to-end ms/frame, with the default's speed-up over the eager fp32 network at square sizes."""
+    eager = {f"{r['size']}x{r['size']}": r["ms_per_frame"] for r in results["paths"] if r["path"] == "eager fp32"}
+    lines = ["| frame | path | ms/frame | speed-up over the eager fp32 network |", "|---|---|---|---|"]
+    return lines + [f"| {r['shape']} | {r['path']} | {r['ms_per_frame']:.1f} | "
+                    + (f"{eager[r['shape']] / r['ms_per_frame']:.2f}x |" if r["shape"] in eager else "- |")
+                    for r in results["despeckle"]]
+
+
+def _cine_table(results: dict) -> list[str]:
+    lines = ["| frames | size | precision | seconds | ms/frame | peak RSS (MiB) | input + output buffers (MiB) |",
+             "|---|---|---|---|---|---|---|"]
+    return lines + [f"| {r['frames']} | {r['size']} | {r['precision']} | {r['seconds']:.1f} | {r['ms_per_frame']:.0f} | "
+                    f"{r['peak_rss_mib']:.0f} | {r['buffers_mib']:.0f} |" for r in results["cine"]]
+
+
+def _training_table(results: dict) -> list[str]:
+    steps = results["training_step_s"]
+    lines = ["| precision | seconds/step | speed-up over fp32 |", "|---|---|---|"]
+    return lines + [f"| {p} | {s:.2f} | {steps['fp32'] / s:.2f}x |" for p, s in steps.items()]
+
+
+def _machine_line(results: dict) -> str:
+    m, peaks = results["machine"], results["matmul_gflops"]
+    return (f"{m['processor']}, kernels {m['capability']}, {m['threads']} torch threads, torch {m['torch']}, "
+            f"bf16 fast here: {'yes' if m['bf16_fast'] else 'no'}, default despeckling precision: "
+            f"{m['default_precision']}. Matrix-multiply peak: "
+            + ", ".join(f"{v:.0f} GFLOP/s {k}" for k, v in peaks.items()) + ".")
 
 
 def markdown(results: dict) -> str:
     """docs/performance.md from `bench_speed` results."""
-    m, peaks = results["machine"], results["matmul_gflops"]
-    lines = ["# Performance", "",
-             "Measured by `speckle2self bench-speed` (`make bench-speed`) on the CPU: "
-             f"{m['processor']}, {m['threads']} torch threads, torch {m['torch']}, "
-             f"bf16 fast here: {'yes' if m['bf16_fast'] else 'no'}. "
-             f"Matrix-multiply peak: {peaks['fp32']:.0f} GFLOP/s fp32, {peaks['bf16']:.0f} GFLOP/s bf16.",
-             "", "## Inference paths (one frame per call)", "",
-             "| size | path | ms/frame | speed-up over eager fp32 | GFLOP/s | of fp32 peak | first call (s) |",
-             "|---|---|---|---|---|---|---|"]
-    eager = {r["size"]: r["ms_per_frame"] for r in results["paths"] if r["path"] == results["paths"][0]["path"]}
-    lines += [f"| {r['size']} | {r['path']} | {r['ms_per_frame']:.1f} | {eager[r['size']] / r['ms_per_frame']:.2f}x | "
-              f"{r['gflops']:.0f} | {r['peak_fraction']:.0%} | {r['first_call_s']:.1f} |" for r in results["paths"]]
-    lines += ["", f"## `despeckle()` end to end (uint8 stack, normalisation and background included)", "",
-              "| frame | path | ms/frame |", "|---|---|---|"]
-    lines += [f"| {r['shape']} | {r['path']} | {r['ms_per_frame']:.1f} |" for r in results["despeckle"]]
-    lines += ["", "## Default path against the fp32 reference, real frames", "",
-              "| frame | PSNR (dB, float output) | largest 8-bit difference | 8-bit pixels off by more than 1 |",
-              "|---|---|---|---|"]
-    lines += [f"| {r['frame']} | {r['psnr_db']:.1f} | {r['max_8bit_diff']:.0f} | {r['share_8bit_diff_over_1']:.2%} |"
-              for r in results["agreement"]]
-    lines += ["", "## Cine: read -> despeckle -> write (`speckle2self despeckle`, fresh process)", "",
-              "| frames | size | precision | seconds | ms/frame | peak RSS (MiB) | input + output buffers (MiB) |",
-              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['frames']} | {r['size']} | {r['precision']} | {r['seconds']:.1f} | {r['ms_per_frame']:.0f} | "
-              f"{r['peak_rss_mib']:.0f} | {r['buffers_mib']:.0f} |" for r in results["cine"]]
+    size = results["training_size"]
+    lines = ["# Performance", "", "Measured by `speckle2self bench-speed` (`make bench-speed`) on the CPU: "
+             + _machine_line(results), "", "## Inference paths (one frame per call)", ""]
+    lines += _paths_table(results)
+    lines += ["", "## `despeckle()` end to end (uint8 stack, normalisation, post-processing and background included)",
+              ""] + _despeckle_table(results)
+    lines += ["", "## Default and bf16 paths against the fp32 reference, real frames", "",
+              "None of these frames is among the int8 calibration frames (`models/calibration_frames.npz`).", "",
+              "| frame | size | path | precision | PSNR (dB, float output) | largest 8-bit difference | "
+              "8-bit pixels off by more than 1 |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['frame']} | {r['shape']} | {r['path']} | {r['precision']} | {r['psnr_db']:.1f} | "
+              f"{r['max_8bit_diff']:.0f} | {r['share_8bit_diff_over_1']:.2%} |" for r in results["agreement"]]
+    lines += ["", "## Cine: read -> despeckle -> write (`speckle2self despeckle`, fresh process)", ""]
+    lines += _cine_table(results)
     lines += ["", "Peak RSS beyond the input and output buffers: " + ", ".join(
         f"{r['frames']} frames {r['precision']} {r['peak_rss_mib'] - r['buffers_mib']:.0f} MiB" for r in results["cine"])
         + " (flat in the number of frames when the figures for one precision agree)."]
-    steps, size = results["training_step_s"], results["training_size"]
-    lines += ["", f"## Fine-tuning step (three branches, batch 4, {size}x{size})", "",
-              "| precision | seconds/step |", "|---|---|"]
-    lines += [f"| {p} | {s:.2f} |" for p, s in steps.items()]
-    lines += [f"", f"Speed-up of the default over fp32: {steps['fp32'] / steps['auto']:.2f}x.", ""]
-    return "\n".join(lines)
+    lines += ["", f"## Fine-tuning step (three branches, batch 4, {size}x{size})", ""] + _training_table(results)
+    avx2 = results.get("avx2")
+    if avx2:
+        lines += ["", "## Restricted to AVX2 code paths (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)", "",
+                  "The same processor with torch's and OpenVINO's kernels limited to AVX2, as on CPUs without "
+                  "AVX-512: an emulation, not a measurement on such a CPU. " + _machine_line(avx2), ""]
+        lines += _paths_table(avx2) + [""] + _despeckle_table(avx2) + [""] + _cine_table(avx2)
+        lines += [""] + _training_table(avx2)
+    return "\n".join(lines + [""])
 
 
 def write(results: dict, path: Path) -> None:

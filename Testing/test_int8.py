@@ -1,0 +1,100 @@
+"""The int8 path (OpenVINO + NNCF): fidelity to the fp32 reference, the on-disk cache, and the fallback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from speckle2self import int8
+from speckle2self.errors import UserError
+from speckle2self.frames import grey_stack
+from speckle2self.image_io import read_image
+from speckle2self.inference import despeckle, inference_model
+from speckle2self.metrics import psnr
+from speckle2self.network import Speckle2SelfNet
+from speckle2self.precision import resolve_precision
+from speckle2self.weights import load_checkpoint
+
+INT8_MIN_PSNR_DB = 40.0
+"""Issue 15: the default (int8) float output within PSNR 40 dB of the fp32 reference on real frames."""
+HELD_OUT = (("pymust_examples/carotid.jpg", 0), ("pluslibdata/SpinePhantomFreehand.igs.mha", 5))
+"""Real frames that are not among the calibration frames."""
+
+
+def _unit(frame: np.ndarray) -> np.ndarray:
+    return (frame / frame.max()).astype(np.float32)
+
+
+def _int8_psnr(frame: np.ndarray) -> float:
+    return psnr(despeckle(frame, precision="fp32"), despeckle(frame, precision="int8"))
+
+
+def test_the_int8_path_is_installed_and_is_the_cpu_default():
+    assert int8.missing() is None
+    assert resolve_precision("auto", torch.device("cpu"), int8=True) == "int8"
+    assert resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")  # training: never int8
+
+
+def test_int8_output_matches_the_fp32_reference_on_the_bundled_sample(sample_array):
+    assert _int8_psnr(_unit(sample_array)) >= INT8_MIN_PSNR_DB
+
+
+@pytest.mark.parametrize("name, index", HELD_OUT)
+def test_int8_output_matches_the_fp32_reference_on_held_out_scans(shared_data, name, index):
+    assert _int8_psnr(_unit(grey_stack(read_image(shared_data / name).array)[index])) >= INT8_MIN_PSNR_DB
+
+
+def test_the_quantised_model_is_cached_per_network(int8_cache):
+    net = inference_model(device="cpu")
+    path = int8.quantised_model(net)
+    assert path.is_file() and int8_cache in path.parents
+    stamp = path.stat().st_mtime_ns
+    assert int8.quantised_model(net) == path and path.stat().st_mtime_ns == stamp  # not rebuilt
+    torch.manual_seed(1)
+    other = Speckle2SelfNet(width=8).inference_path()
+    assert int8.quantised_model(other).parent != path.parent
+
+
+def test_int8_runs_a_network_held_in_memory(sample_array):
+    """A model in memory (as after fine-tuning in-process) is quantised by its tensors, like a file."""
+    model, _ = load_checkpoint()
+    stack = _unit(np.stack([sample_array[:200, :300], sample_array[-200:, -300:]]))
+    out = despeckle(stack, model=model, precision="int8")
+    reference = despeckle(stack, model=model, precision="fp32")
+    assert out.shape == stack.shape and out.dtype == np.float32
+    assert min(psnr(r, o) for r, o in zip(reference, out)) >= INT8_MIN_PSNR_DB
+
+
+def test_int8_is_not_a_training_precision():
+    with pytest.raises(UserError, match="despeckling precision"):
+        resolve_precision("int8", torch.device("cpu"))
+
+
+def _without_openvino(args: list[str]) -> subprocess.CompletedProcess:
+    """The command line in a fresh process in which `import openvino` fails, as where it is not installed."""
+    code = "import sys; sys.modules['openvino'] = None; from speckle2self.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_without_openvino_auto_falls_back_to_torch_saying_so_in_one_line(tmp_path, sample_array):
+    import SimpleITK as sitk
+
+    source, target = tmp_path / "in.nrrd", tmp_path / "out.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(sample_array[:64, :96]), str(source))
+    done = _without_openvino(["despeckle", str(source), "-o", str(target)])
+    assert done.returncode == 0 and target.is_file()
+    notice = [line for line in done.stderr.splitlines() if "openvino" in line]
+    assert len(notice) == 1 and "openvino is not installed" in notice[0] and "pip install openvino nncf" in notice[0]
+
+
+def test_without_openvino_int8_is_refused_in_one_line(tmp_path, sample_array):
+    import SimpleITK as sitk
+
+    source, target = tmp_path / "in.nrrd", tmp_path / "out.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(sample_array[:64, :96]), str(source))
+    done = _without_openvino(["despeckle", str(source), "-o", str(target), "--precision", "int8"])
+    assert done.returncode == 2 and not target.exists()
+    assert done.stderr.count("\n") == 1 and "needs OpenVINO and NNCF" in done.stderr
