@@ -12,7 +12,7 @@ from speckle2self import int8
 from speckle2self.errors import UserError
 from speckle2self.frames import grey_stack
 from speckle2self.image_io import read_image
-from speckle2self.inference import despeckle, inference_model
+from speckle2self.inference import despeckle, despeckle_job, inference_model, int8_pays
 from speckle2self.metrics import psnr
 from speckle2self.network import Speckle2SelfNet
 from speckle2self.precision import resolve_precision
@@ -34,7 +34,7 @@ def _int8_psnr(frame: np.ndarray) -> float:
 
 def test_the_int8_path_is_installed_and_is_the_cpu_default():
     assert int8.missing() is None
-    assert resolve_precision("auto", torch.device("cpu"), int8=True) == "int8"
+    assert resolve_precision("auto", torch.device("cpu"), despeckling=True, int8_pays=True) == "int8"
     assert resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")  # training: never int8
 
 
@@ -47,15 +47,31 @@ def test_int8_output_matches_the_fp32_reference_on_held_out_scans(shared_data, n
     assert _int8_psnr(_unit(grey_stack(read_image(shared_data / name).array)[index])) >= INT8_MIN_PSNR_DB
 
 
-def test_the_quantised_model_is_cached_per_network(int8_cache):
-    net = inference_model(device="cpu")
+def test_the_shipped_weights_come_with_their_int8_model():
+    """After the shipped weights change, `python -m speckle2self.int8` makes their int8 model again."""
+    assert int8.cached(inference_model(device="cpu")) == int8.SHIPPED / "model.xml"
+
+
+def test_other_networks_are_quantised_once_into_the_cache(int8_cache):
+    torch.manual_seed(1)
+    net = Speckle2SelfNet(width=8).inference_path()
+    assert int8.cached(net) is None
     path = int8.quantised_model(net)
-    assert path.is_file() and int8_cache in path.parents
+    assert path.is_file() and int8_cache in path.parents and int8.cached(net) == path
     stamp = path.stat().st_mtime_ns
     assert int8.quantised_model(net) == path and path.stat().st_mtime_ns == stamp  # not rebuilt
-    torch.manual_seed(1)
-    other = Speckle2SelfNet(width=8).inference_path()
-    assert int8.quantised_model(other).parent != path.parent
+    with torch.no_grad():
+        net.decoder[-1].conv.weight.mul_(2)  # trained in place: another network
+    assert int8.cached(net) is None and int8.quantised_model(net).parent != path.parent
+
+
+def test_auto_quantises_a_new_network_only_for_a_job_that_earns_it_back():
+    torch.manual_seed(2)
+    new, shipped = Speckle2SelfNet(width=8).inference_path(), inference_model(device="cpu")
+    assert int8_pays(shipped, 64 * 64) and not int8_pays(new, 64 * 64) and int8_pays(new, int8.WORTH_PIXELS)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 64), dtype=np.uint8)
+    messages = [p.message for p in despeckle_job(frames, model=new)]
+    assert "despeckling" in messages and not any("int8" in m for m in messages) and int8.cached(new) is None
 
 
 def test_int8_runs_a_network_held_in_memory(sample_array):

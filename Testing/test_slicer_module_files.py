@@ -134,7 +134,8 @@ def test_cmake_lists_every_file_the_module_needs(source):
     needed |= {UI_FILE, MODULE_DIR / "Resources" / "Icons" / "Speckle2SelfSlicer.png", DEFAULT_WEIGHTS,
                card_path(DEFAULT_WEIGHTS)}
     needed |= set((MODULE_DIR / "Resources" / "SampleData").iterdir())
-    needed |= {p for p in DEFAULT_WEIGHTS.parent.iterdir() if p.suffix in (".pt", ".json", ".md")}
+    needed |= {p for p in DEFAULT_WEIGHTS.parent.iterdir() if p.suffix in (".pt", ".json", ".md", ".npz")}
+    needed |= set((DEFAULT_WEIGHTS.parent / "int8_default").iterdir())
     missing = sorted(str(p.relative_to(MODULE_DIR)) for p in needed if str(p.relative_to(MODULE_DIR)) not in listed)
     assert not missing
     assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from . import frames as fr
+from . import int8
 from .errors import UserError
 from .jobs import Job
 from .network import DOWNSAMPLING, InferenceNet, Speckle2SelfNet
@@ -87,13 +88,17 @@ def automatic_batch(h: int, w: int, device: torch.device) -> int:
     return max(1, CPU_BATCH_PIXELS // (h * w))
 
 
+def int8_pays(net: InferenceNet, pixels: int) -> bool:
+    """Whether 'auto' should despeckle `pixels` with the int8 twin of `net`: it is ready, or the job is
+    large enough to earn its preparation back."""
+    return pixels >= int8.WORTH_PIXELS or int8.cached(net) is not None
+
+
 def network_function(net: InferenceNet, precision: str, device: torch.device):
     """`net` at a resolved `precision` as a function of a padded (B, 1, H, W) CPU tensor to a (B, H, W)
     float32 array; 'int8' is its OpenVINO twin (`int8`), prepared now."""
     if precision == "int8":
-        from .int8 import int8_network
-
-        fast = int8_network(net, bf16_is_fast(device))
+        fast = int8.int8_network(net, bf16_is_fast(device))
         return lambda batch: fast(batch.numpy())[:, 0]
 
     def run(batch: torch.Tensor) -> np.ndarray:
@@ -128,15 +133,16 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     if batch_size is not None and batch_size < 1:
         raise UserError(f"Batch size must be at least 1, got {batch_size}", "use e.g. 4")
     dev = resolve_device(device)
-    precision = resolve_precision(precision, dev, int8=True)
     net = (_as_inference(model).to(dev).eval() if model is not None else inference_model(weights, dev))
-    h, w = fr.frame_shape(array, layout)
-    batch_size = min(batch_size or automatic_batch(h, w, dev), _frames_that_fit(h, w, net, memory_limit))
     total = fr.frame_count(layout)
+    h, w = fr.frame_shape(array, layout)
+    precision = resolve_precision(precision, dev, despeckling=True, int8_pays=int8_pays(net, total * h * w))
+    batch_size = min(batch_size or automatic_batch(h, w, dev), _frames_that_fit(h, w, net, memory_limit))
 
     def work(job: Job):
         out = array.copy() if layout.colour else np.empty_like(array)
-        yield job.progress(0, total, "preparing the network")
+        if precision == "int8" and int8.cached(net) is None:
+            yield job.progress(0, total, "preparing the int8 model of these weights (once)")
         forward = network_function(net, precision, dev)
         yield job.progress(0, total, "despeckling")
         for start in range(0, total, batch_size):

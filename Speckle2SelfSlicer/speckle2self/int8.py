@@ -1,7 +1,9 @@
 """The int8 path: the inference network quantised to 8-bit integers with NNCF and run by OpenVINO.
 
-Each network is converted and quantised once (keyed by its tensor digest and `RECIPE`), kept in the
-cache folder, and compiled once per process with dynamic frame sizes. The quantisation is calibrated on
+Each network is converted and quantised once (keyed by its tensors, `RECIPE` and the calibration frames),
+kept in the cache folder, and compiled once per process with dynamic frame sizes; the shipped model's is
+shipped with it (models/int8_default/, made by `python -m speckle2self.int8`). Quantising takes seconds to tens of
+seconds, so 'auto' only does it for a job large enough to earn it back (`WORTH_PIXELS`). The quantisation is calibrated on
 real frames bundled with the package (`models/calibration_frames.npz`: BSD-3 frames of PlusLibData, see
 models/README.md), with activation ranges from the calibration's extremes: the default averaged ranges
 clipped a bright specular wall of a held-out prostate frame (8-bit error up to 97 levels). The last decoder
@@ -17,8 +19,8 @@ import hashlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,13 @@ from .weights import tensor_digest
 
 RECIPE = "1"
 """Bumped whenever the quantisation changes, so that cached models of an earlier recipe are rebuilt."""
-CALIBRATION = Path(__file__).resolve().parent / "models" / "calibration_frames.npz"
+MODELS = Path(__file__).resolve().parent / "models"
+CALIBRATION = MODELS / "calibration_frames.npz"
+SHIPPED = MODELS / "int8_default"
+"""The shipped model's int8 twin (model.xml and .bin, and key.txt: the `key` of the network it was made from)."""
+WORTH_PIXELS = 300 * 512 * 512
+"""'auto' quantises a network not quantised yet only for a job of at least this many pixels: preparing
+takes about 15 s on two cores and saves tens of milliseconds per 512 x 512 frame (docs/performance.md)."""
 FLOAT_LAYERS = (r".*decoder\.[567][./].*",)
 """OpenVINO node names (from the module path) of the layers kept in floating point."""
 
@@ -82,6 +90,7 @@ def _quantise(net: InferenceNet, target: Path) -> None:
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
     try:
         ov.save_model(quantised, str(staging / "model.xml"))
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from other users of a shared cache
         try:
             staging.rename(target)
         except OSError:  # another process finished the same model first: keep theirs
@@ -91,25 +100,39 @@ def _quantise(net: InferenceNet, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _key(net: InferenceNet, openvino_version: str) -> str:
-    """Names the cached model: the network's tensors, the recipe, the calibration frames and OpenVINO."""
-    import nncf
+_keys: "weakref.WeakKeyDictionary[InferenceNet, tuple[tuple[int, ...], str]]" = weakref.WeakKeyDictionary()
+"""Each network's key with its tensors' version counters, so that an unchanged network is not hashed again."""
 
-    recipe = hashlib.sha256(repr((RECIPE, FLOAT_LAYERS, nncf.__version__)).encode() + CALIBRATION.read_bytes())
-    return f"{tensor_digest(net.state_dict())[:24]}-{recipe.hexdigest()[:12]}-ov{openvino_version.split('-')[0]}"
+
+def key(net: InferenceNet) -> str:
+    """Names a quantised model: the network's tensors, the recipe and the calibration frames (an OpenVINO
+    model file is readable by later OpenVINO versions, so theirs is not part of it)."""
+    state = net.state_dict()
+    versions = tuple(t._version for t in state.values())  # bumped by every in-place change (training)
+    known = _keys.get(net)
+    if known is None or known[0] != versions:
+        recipe = hashlib.sha256(repr((RECIPE, FLOAT_LAYERS)).encode() + CALIBRATION.read_bytes()).hexdigest()
+        known = _keys[net] = (versions, f"{tensor_digest(state)[:24]}-{recipe[:12]}")
+    return known[1]
+
+
+def cached(net: InferenceNet) -> Path | None:
+    """The int8 model of `net` (model.xml) where it is shipped or cached already, else None."""
+    name = key(net)
+    shipped = SHIPPED / "key.txt"
+    if shipped.is_file() and shipped.read_text().strip() == name:
+        return SHIPPED / "model.xml"
+    path = cache_folder() / "int8" / name / "model.xml"
+    return path if path.is_file() else None
 
 
 def quantised_model(net: InferenceNet) -> Path:
-    """The cached int8 model of `net` (model.xml), quantised now if it is not cached yet."""
-    import openvino as ov
-
-    key = _key(net, ov.get_version())
-    target = cache_folder() / "int8" / key
-    if not (target / "model.xml").is_file():
-        print("speckle2self: preparing the int8 model of these weights (once; kept in "
-              f"{cache_folder()})", file=sys.stderr)
-        _quantise(net, target)
-    return target / "model.xml"
+    """The int8 model of `net` (model.xml), quantised into the cache folder now if it is not there yet."""
+    path = cached(net)
+    if path is None:
+        path = cache_folder() / "int8" / key(net) / "model.xml"
+        _quantise(net, path.parent)
+    return path
 
 
 class Int8Network:
@@ -134,3 +157,21 @@ def _network(path: str, bf16: bool, threads: int) -> Int8Network:
 def int8_network(net: InferenceNet, bf16: bool) -> Int8Network:
     """The int8 twin of `net`, compiled for this process (and cached on disk across processes)."""
     return _network(str(quantised_model(net)), bf16, torch.get_num_threads())
+
+
+def ship_default() -> Path:
+    """Quantise the shipped weights into SHIPPED, replacing what is there (after the weights change)."""
+    from .inference import inference_model
+
+    net = inference_model(device="cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        _quantise(net, Path(folder) / "model")
+        SHIPPED.mkdir(exist_ok=True)
+        for name in ("model.xml", "model.bin"):
+            shutil.copyfile(Path(folder) / "model" / name, SHIPPED / name)
+    (SHIPPED / "key.txt").write_text(key(net) + "\n")
+    return SHIPPED / "model.xml"
+
+
+if __name__ == "__main__":
+    print(ship_default())

@@ -34,17 +34,19 @@ def _say_int8_missing(reason: str) -> None:
           "int8 path)", file=sys.stderr)
 
 
-def resolve_precision(precision: str, device: torch.device, int8: bool = False) -> str:
-    """'auto' becomes 'bf16' where that is fast on `device`, else 'fp32'; with `int8` (despeckling) it
-    becomes 'int8' on the CPU where OpenVINO and NNCF are installed, saying once when they are not."""
+def resolve_precision(precision: str, device: torch.device, despeckling: bool = False,
+                      int8_pays: bool = False) -> str:
+    """'auto' becomes 'bf16' where that is fast on `device`, else 'fp32'; when `despeckling` and `int8_pays`
+    (the int8 model is ready, or the job earns its preparation back) it becomes 'int8' on the CPU where
+    OpenVINO and NNCF are installed, saying once when they are not."""
     if precision not in PRECISIONS:
         raise UserError(f"Unknown precision {precision!r}", "use auto, int8, bf16 or fp32")
-    if precision == "int8" or (precision == "auto" and int8 and device.type == "cpu"):
+    if precision == "int8" or (precision == "auto" and despeckling and int8_pays and device.type == "cpu"):
         from .int8 import missing
 
         reason = missing()
         if precision == "int8":
-            if not int8:
+            if not despeckling:
                 raise UserError("int8 is a despeckling precision; training runs in bf16 or fp32",
                                 "use --precision auto for fine-tuning")
             if device.type != "cpu":

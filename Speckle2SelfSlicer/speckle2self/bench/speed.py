@@ -97,7 +97,7 @@ def _paths(net: torch.nn.Module, plan: SpeedPlan):
     session = _onnx_session(net)
     if session is not None:
         yield "ONNX Runtime fp32", lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
-    if resolve_precision("auto", cpu, int8=True) == "int8":
+    if resolve_precision("auto", cpu, despeckling=True, int8_pays=True) == "int8":
         from ..inference import network_function
 
         for hint in ("f32", "bf16") if bf16 else ("f32",):
@@ -209,7 +209,7 @@ def agreement(frames: list[tuple[str, np.ndarray]]) -> list[dict]:
             fast = despeckle(unit, precision=precision)
             diff8 = np.abs(np.rint(reference * 255) - np.rint(fast * 255))
             rows.append({"frame": name, "shape": "x".join(map(str, frame.shape)), "path": path,
-                         "precision": resolve_precision(precision, cpu, int8=True), "psnr_db": psnr(reference, fast),
+                         "precision": resolve_precision(precision, cpu, despeckling=True, int8_pays=True), "psnr_db": psnr(reference, fast),
                          "max_8bit_diff": float(diff8.max()), "share_8bit_diff_over_1": float((diff8 > 1).mean())})
     return rows
 
@@ -261,7 +261,7 @@ def _machine() -> dict:
     return {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability(),
             "bf16_fast": bf16_is_fast(torch.device("cpu")),
-            "default_precision": resolve_precision("auto", torch.device("cpu"), int8=True)}
+            "default_precision": resolve_precision("auto", torch.device("cpu"), despeckling=True, int8_pays=True)}
 
 
 def core_figures(plan: SpeedPlan) -> dict:
