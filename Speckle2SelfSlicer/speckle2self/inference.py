@@ -77,8 +77,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING) -> torch.Tens
     """Replicate-pad the bottom and right edges of (B, C, H, W) to a multiple of `multiple`, and a frame
     that would be one multiple both ways to two wide (InstanceNorm needs more than one bottleneck pixel)."""
     h, w = x.shape[-2:]
-    right = -w % multiple + (multiple if max(h, w) <= multiple else 0)
-    return F.pad(x, (0, right, 0, -h % multiple), mode="replicate")
+    right, bottom = -w % multiple + (multiple if max(h, w) <= multiple else 0), -h % multiple
+    return F.pad(x, (0, right, 0, bottom), mode="replicate") if right or bottom else x
 
 
 def automatic_batch(h: int, w: int, device: torch.device) -> int:
