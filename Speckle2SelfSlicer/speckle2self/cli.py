@@ -171,7 +171,7 @@ def cmd_train(args) -> None:
     sources = [fr.grey_stack(read_image(Path(p)).array) for p in args.data]
     config = TrainConfig(steps=args.steps, minutes=args.minutes, size=args.size, batch=args.batch,
                          seed=args.seed, width=args.width, head=args.head, checkpoint_minutes=args.checkpoint_minutes,
-                         precision=args.precision, lr=args.lr)
+                         precision=args.precision, lr=args.lr, compile=args.compile)
     extra = {"command": "speckle2self " + shlex.join(args.argv),
              "data": [Path(p).name for p in args.data]}
     result = _progress_bar(train_job(sources, config, init=args.init, device=args.device, out=args.out,
@@ -390,6 +390,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="start from this checkpoint (fine-tuning, resuming)")
     t.add_argument("--device", default="auto")
     t.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    t.add_argument("--compile", action="store_true", help="run the network through torch.compile: tens of seconds "
+                   "of compilation first, then faster steps (docs/performance.md); for long runs")
     _precision_option(t, despeckling=False)
     t.set_defaults(func=cmd_train)
 
