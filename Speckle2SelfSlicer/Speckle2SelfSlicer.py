@@ -339,7 +339,10 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self._setStatus(_("MONAI is not installed, so despeckling cannot run."))
             return False
         for requirement, module in INT8_REQUIREMENTS:
-            self._ensurePackage(requirement, module)
+            try:
+                self._ensurePackage(requirement, module)
+            except Exception as error:  # optional: whatever pip raised, despeckling runs on torch without it
+                logging.warning(f"Speckle2Self: {requirement} not installed ({error}); despeckling runs on torch")
         self._setStatus("")
         self._dependenciesReady = True
         self._updateDeviceChoices()
