@@ -1,21 +1,23 @@
 """The int8 path: the inference network quantised to 8-bit integers with NNCF and run by OpenVINO.
 
 Each network is converted and quantised once (keyed by its tensors, `RECIPE` and the calibration frames),
-kept in the cache folder, and compiled once per process with dynamic frame sizes; the shipped model's is
-shipped with it (models/int8_default/, made by `python -m speckle2self.int8`). Quantising takes seconds to tens of
-seconds, so 'auto' only does it for a job large enough to earn it back (`WORTH_PIXELS`). The quantisation is calibrated on
-real frames bundled with the package (`models/calibration_frames.npz`: BSD-3 frames of PlusLibData, see
-models/README.md), with activation ranges from the calibration's extremes: the default averaged ranges
-clipped a bright specular wall of a held-out prostate frame (8-bit error up to 97 levels). The last decoder
-level (the transposed convolution into it, its residual block and the output layer) stays in floating
-point, bf16 where that is fast: quantised, it cost most of the fidelity (38-40 dB to the fp32 network
-output on held-out real frames instead of 42-45 dB).
+kept in the cache folder and compiled once per process with dynamic frame sizes; the shipped model's int8
+twin ships with it (models/int8_default/, made by `python -m speckle2self.int8`). Quantising takes seconds
+to tens of seconds, so 'auto' only does it for a job large enough to earn it back (`WORTH_PIXELS`).
+
+The calibration frames are real scans bundled with the package (`models/calibration_frames.npz`, BSD-3
+frames of PlusLibData, see models/README.md); activation ranges come from their extremes, as the default
+averaged ranges clipped a bright specular wall of a held-out prostate frame (8-bit error up to 97 levels).
+The last decoder level (the transposed convolution into it, its residual block and the output layer) stays
+in floating point, bf16 where that is fast: quantised, it cost most of the fidelity (38-40 dB to the fp32
+network output on held-out real frames instead of 42-45 dB).
 """
 from __future__ import annotations
 
 import copy
 import functools
 import hashlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -44,10 +46,8 @@ FLOAT_LAYERS = (r".*decoder\.[567][./].*",)
 
 def missing() -> str | None:
     """Why the int8 path cannot run here (a one-line reason), or None when it can."""
-    for module in ("openvino", "nncf"):
-        try:
-            __import__(module)
-        except ImportError:
+    for module in ("openvino", "nncf"):  # looked up, not imported: importing NNCF takes most of a second
+        if importlib.util.find_spec(module) is None:
             return f"{module} is not installed"
     return None
 
