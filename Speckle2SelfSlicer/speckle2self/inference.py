@@ -115,9 +115,9 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     """A job that despeckles `array` (see `frames` for layouts) and returns a new array of the same
     shape, dtype and per-frame intensity range. The input is never modified. Batches (automatic by
     default) are made smaller to stay within `memory_limit` bytes; a frame that alone needs more is
-    refused before any work. `precision` 'fp32' is the reference path; 'auto' is int8 on the CPU where
-    OpenVINO and NNCF are installed (the network is quantised once per weights, then cached), else bf16 where
-    fast.
+    refused before any work. `precision` 'fp32' is the reference path; on the CPU 'auto' is 'int8' where
+    OpenVINO and NNCF are installed and the network's int8 twin is ready (the shipped model's ships with it)
+    or the job is large enough to earn its quantisation back (`int8.WORTH_PIXELS`), else bf16 where fast.
     Each output frame then goes through `postprocess`, before the display `gamma`: `degrid` removes the
     decoder's 16-pixel periodic pattern (a notch filter on the padded output), `match_brightness` fits
     it to its input's brightness (False keeps the network's own min-max mapping), `smoothing` is a Gaussian
@@ -136,7 +136,8 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     net = (_as_inference(model).to(dev).eval() if model is not None else inference_model(weights, dev))
     total = fr.frame_count(layout)
     h, w = fr.frame_shape(array, layout)
-    precision = resolve_precision(precision, dev, despeckling=True, int8_pays=int8_pays(net, total * h * w))
+    precision = resolve_precision(precision, dev, despeckling=True,
+                                  int8_pays=dev.type == "cpu" and int8_pays(net, total * h * w))
     batch_size = min(batch_size or automatic_batch(h, w, dev), _frames_that_fit(h, w, net, memory_limit))
 
     def work(job: Job):
