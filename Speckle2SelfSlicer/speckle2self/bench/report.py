@@ -266,7 +266,7 @@ def markdown(result: BenchResult, command: str, info: dict) -> str:
         "",
         "## Targets of the shipped model",
         "",
-        "On the as-published scores (what `speckle2self despeckle --smoothing 0 --keep-log-bias` writes): real "
+        "On the as-published scores (what `speckle2self despeckle` writes by default): real "
         "scans first, structure second, simulated fidelity third.",
         "",
         targets_table(result),

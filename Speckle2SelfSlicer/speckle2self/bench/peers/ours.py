@@ -18,8 +18,7 @@ network's own level is a compromise between the training scales, see `postproces
 
 
 def shipped(image: np.ndarray, budget: Budget, weights: str | None = None) -> np.ndarray:
-    """The shipped weights (or a candidate's `weights`), as `speckle2self despeckle --smoothing 0
-    --keep-log-bias` runs them."""
+    """The shipped weights (or a candidate's `weights`), as `speckle2self despeckle` runs them by default."""
     return despeckle(image, weights=weights, device=budget.device, precision=budget.precision, **RAW)
 
 
