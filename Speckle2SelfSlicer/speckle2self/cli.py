@@ -306,13 +306,11 @@ def cmd_ablation(args) -> None:
 
 
 def _precision_option(command: argparse.ArgumentParser, despeckling: bool = True) -> None:
+    text = "bf16 where the CPU/GPU runs it fast, else fp32 (the reference path)"
     if despeckling:
-        command.add_argument("--precision", default="auto", choices=PRECISIONS,
-                             help="auto: on the CPU int8 (OpenVINO) where installed, else bf16 where the CPU/GPU "
-                                  "runs it fast, else fp32 (the reference path); fine-tuning runs at auto for int8")
-    else:
-        command.add_argument("--precision", default="auto", choices=[p for p in PRECISIONS if p != "int8"],
-                             help="auto: bf16 where the CPU/GPU runs it fast, else fp32 (the reference path)")
+        text = f"on the CPU int8 (OpenVINO) where installed, else {text}; fine-tuning runs at auto for int8"
+    command.add_argument("--precision", default="auto", choices=[p for p in PRECISIONS if despeckling or p != "int8"],
+                         help=f"auto: {text}")
 
 
 def _despeckle_arguments(command: argparse.ArgumentParser) -> None:

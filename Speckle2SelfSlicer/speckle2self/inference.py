@@ -136,8 +136,8 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     net = (_as_inference(model).to(dev).eval() if model is not None else inference_model(weights, dev))
     total = fr.frame_count(layout)
     h, w = fr.frame_shape(array, layout)
-    precision = resolve_precision(precision, dev, despeckling=True,
-                                  int8_pays=dev.type == "cpu" and int8_pays(net, total * h * w))
+    worth = precision == "auto" and dev.type == "cpu" and int8_pays(net, total * h * w)  # hashes the net once
+    precision = resolve_precision(precision, dev, despeckling=True, int8_pays=worth)
     batch_size = min(batch_size or automatic_batch(h, w, dev), _frames_that_fit(h, w, net, memory_limit))
 
     def work(job: Job):

@@ -79,8 +79,8 @@ def _quantise(net: InferenceNet, target: Path) -> None:
     nncf.set_log_level(logging.ERROR)
     calibration = calibration_frames()
     with torch.no_grad():
-        model = ov.convert_model(copy.deepcopy(net).float().cpu().eval(), example_input=torch.from_numpy(calibration[0]),
-                                 input=[(-1, 1, -1, -1)])
+        model = ov.convert_model(copy.deepcopy(net).float().cpu().eval(),
+                                 example_input=torch.from_numpy(calibration[0]), input=[(-1, 1, -1, -1)])
     quantised = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
                               preset=nncf.QuantizationPreset.MIXED,
                               ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_LAYERS)),

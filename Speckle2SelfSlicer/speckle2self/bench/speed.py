@@ -29,7 +29,8 @@ from ..precision import bf16_is_fast, resolve_precision
 SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "BkCurvilinearScanConvertedData.nrrd"
 HELD_OUT_FRAMES = (("pluslibdata/SpinePhantomFreehand.igs.mha", 5), ("pluslibdata/SpinePhantomFreehand.igs.mha", 15),
                    ("pluslibdata/UltrasonixCurvilinearScanConvertedData.igs.mha", 2),
-                   ("pluslibdata/Prostate10_video.igs.mhd", 4), ("pluslibdata/vtkVolumeReconstructorTestIMLiFvolumeRef.mha", 5),
+                   ("pluslibdata/Prostate10_video.igs.mhd", 4),
+                   ("pluslibdata/vtkVolumeReconstructorTestIMLiFvolumeRef.mha", 5),
                    ("pymust_examples/carotid.jpg", 0), ("pymust_examples/bmode_PWI_disk.mat", 0),
                    ("pymust_examples/bmode_PWI_disk.mat", 16))
 """(shared file, frame) for the fidelity table: real frames that are not among the int8 calibration frames."""
@@ -97,7 +98,7 @@ def _paths(net: torch.nn.Module, plan: SpeedPlan):
     session = _onnx_session(net)
     if session is not None:
         yield "ONNX Runtime fp32", lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
-    if resolve_precision("auto", cpu, despeckling=True, int8_pays=True) == "int8":
+    if default_precision() == "int8":
         from ..inference import network_function
 
         for hint in ("f32", "bf16") if bf16 else ("f32",):
@@ -209,8 +210,9 @@ def agreement(frames: list[tuple[str, np.ndarray]]) -> list[dict]:
             fast = despeckle(unit, precision=precision)
             diff8 = np.abs(np.rint(reference * 255) - np.rint(fast * 255))
             rows.append({"frame": name, "shape": "x".join(map(str, frame.shape)), "path": path,
-                         "precision": resolve_precision(precision, cpu, despeckling=True, int8_pays=True), "psnr_db": psnr(reference, fast),
-                         "max_8bit_diff": float(diff8.max()), "share_8bit_diff_over_1": float((diff8 > 1).mean())})
+                         "precision": default_precision() if precision == "auto" else precision,
+                         "psnr_db": psnr(reference, fast), "max_8bit_diff": float(diff8.max()),
+                         "share_8bit_diff_over_1": float((diff8 > 1).mean())})
     return rows
 
 
@@ -257,11 +259,16 @@ def training_step(precision: str, steps: int, size: int = 256, batch: int = 4, c
     return float(np.median(times))
 
 
+def default_precision() -> str:
+    """What `despeckle()` runs the shipped model at on this CPU by default."""
+    return resolve_precision("auto", torch.device("cpu"), despeckling=True, int8_pays=True)
+
+
 def _machine() -> dict:
     return {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability(),
             "bf16_fast": bf16_is_fast(torch.device("cpu")),
-            "default_precision": resolve_precision("auto", torch.device("cpu"), despeckling=True, int8_pays=True)}
+            "default_precision": default_precision()}
 
 
 def core_figures(plan: SpeedPlan) -> dict:
