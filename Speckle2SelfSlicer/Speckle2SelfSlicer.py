@@ -57,11 +57,15 @@ class Frames(enum.Enum):
 
 
 class Model(enum.Enum):
+    """DEFAULT and FAST are the shipped models of speckle2self.weights.SHIPPED."""
+
     DEFAULT = "default"
+    FAST = "fast"
     FILE = "file"
 
     def label(self):
-        return {Model.DEFAULT: _("Default (shipped)"), Model.FILE: _("Weights file")}[self]
+        return {Model.DEFAULT: _("Default (shipped)"), Model.FAST: _("Fast (shipped, a quarter of the work)"),
+                Model.FILE: _("Weights file")}[self]
 
 
 class Device(enum.Enum):
@@ -301,12 +305,20 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         if not cuda and self._parameterNode is not None and self._parameterNode.device is Device.CUDA:
             self._parameterNode.device = Device.AUTO
 
+    def _weights(self, model: Model) -> str | None:
+        """The weights file of the chosen model (None: the shipped default)."""
+        if model is Model.FILE:
+            return self.ui.weightsPathLineEdit.currentPath
+        from speckle2self.weights import shipped_weights
+
+        return None if model is Model.DEFAULT else str(shipped_weights(model.value))
+
     def _options(self) -> dict:
         """Keyword options of Speckle2SelfLogic.process_in_subprocess from the parameter node."""
         parameters = self._parameterNode
         options = {
             "frames": parameters.frames.value,
-            "weights": self.ui.weightsPathLineEdit.currentPath if parameters.model is Model.FILE else None,
+            "weights": self._weights(parameters.model),
             "device": parameters.device.value,
             "gamma": parameters.gamma,
             "log_bias": not parameters.keepLogBias,

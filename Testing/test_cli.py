@@ -181,6 +181,25 @@ def test_train_and_info(tmp_path, capsys):
     assert info["weights_sha256"] == card["sha256"] and info["device"] in ("cpu", "cuda")
 
 
+def test_model_fast_picks_the_shipped_student_everywhere(tmp_path, capsys):
+    from speckle2self.weights import SHIPPED
+
+    assert main(["info", "--model", "fast"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["width"] == 16 and info["weights_path"] == str(SHIPPED["fast"])
+    fast, default = tmp_path / "fast.nrrd", tmp_path / "default.nrrd"
+    assert main(["despeckle", str(SAMPLE), "-o", str(fast), "--model", "fast"]) == 0
+    assert main(["despeckle", str(SAMPLE), "-o", str(default), "--model", "default"]) == 0
+    outputs = [sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in (fast, default)]
+    assert outputs[0].shape == outputs[1].shape and not np.array_equal(*outputs)
+
+
+def test_model_and_weights_together_are_refused(tiny_weights, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["despeckle", str(SAMPLE), "-o", "x.nrrd", "--model", "fast", "--weights", str(tiny_weights)])
+    assert exit.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
 def test_info_reports_the_paper_parameter_counts(capsys):
     assert main(["info"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -16,7 +16,7 @@ from speckle2self.inference import despeckle, despeckle_job, inference_model, in
 from speckle2self.metrics import psnr
 from speckle2self.network import Speckle2SelfNet
 from speckle2self.precision import resolve_precision
-from speckle2self.weights import load_checkpoint
+from speckle2self.weights import SHIPPED, load_checkpoint
 
 INT8_MIN_PSNR_DB = 40.0
 """Issue 15: the default (int8) float output within PSNR 40 dB of the fp32 reference on real frames."""
@@ -47,9 +47,20 @@ def test_int8_output_matches_the_fp32_reference_on_held_out_scans(shared_data, n
     assert _int8_psnr(_unit(grey_stack(read_image(shared_data / name).array)[index])) >= INT8_MIN_PSNR_DB
 
 
-def test_the_shipped_weights_come_with_their_int8_model():
-    """After the shipped weights change, `python -m speckle2self.int8` makes their int8 model again."""
-    assert int8.cached(inference_model(device="cpu")) == int8.SHIPPED / "model.xml"
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_the_shipped_weights_come_with_their_int8_model(name):
+    """After shipped weights change, `python -m speckle2self.int8 NAME` makes their int8 model again."""
+    assert int8.cached(inference_model(SHIPPED[name], device="cpu")) == int8.SHIPPED[name] / "model.xml"
+
+
+def test_the_fast_model_keeps_two_decoder_levels_in_floating_point(shared_data):
+    fast = inference_model(SHIPPED["fast"], device="cpu")
+    assert int8.float_layers(fast) == int8.NARROW_FLOAT_LAYERS
+    assert int8.float_layers(inference_model(device="cpu")) == int8.FLOAT_LAYERS
+    name, index = HELD_OUT[1]
+    frame = _unit(grey_stack(read_image(shared_data / name).array)[index])
+    assert psnr(despeckle(frame, precision="fp32", weights=SHIPPED["fast"]),
+                despeckle(frame, precision="int8", weights=SHIPPED["fast"])) >= INT8_MIN_PSNR_DB
 
 
 def test_other_networks_are_quantised_once_into_the_cache(int8_cache):

@@ -438,6 +438,16 @@ def test_shipped_model_smooths_the_bundled_sample(scene, logic, sample_array):
     assert homogeneity(slicer.util.arrayFromVolume(output)[0]) > homogeneity(sample_array)
 
 
+def test_the_fast_shipped_model_runs_and_is_named_on_the_output(scene, logic, sample_array):
+    from speckle2self.weights import SHIPPED
+
+    volume = add_volume(scene, sample_array[None])
+    output = logic.process(volume, device="cpu", weights=SHIPPED["fast"])
+    assert output.GetAttribute(MODEL_ATTRIBUTE) == "fast"
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(output),
+                                  despeckle(sample_array[None], device="cpu", weights=SHIPPED["fast"]))
+
+
 def test_log_bias_option_reaches_the_core(scene, logic, sample_array):
     volume = add_volume(scene, sample_array[None])
     for log_bias in (True, False):

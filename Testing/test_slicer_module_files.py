@@ -106,9 +106,11 @@ def test_every_parameter_is_bound_to_a_widget_that_can_show_its_type(source, wid
 
 def test_choices_match_what_the_code_maps_them_to(source):
     from Speckle2SelfSlicerLib import FRAMES
+    from speckle2self.weights import SHIPPED
 
     assert tuple(enum_values(source, "Frames")) == FRAMES
     assert enum_values(source, "Device") == ["auto", "cpu", "cuda"]
+    assert enum_values(source, "Model") == [*SHIPPED, "file"]
     assert enum_values(source, "FinetuneUnit") == ["steps", "minutes"]
     sizes = re.search(r"finetuneSize: Annotated\[int, Choice\((\[.*?\])\)\] = (\d+)", source)
     assert all(size % 16 == 0 for size in ast.literal_eval(sizes.group(1)))
@@ -135,7 +137,7 @@ def test_cmake_lists_every_file_the_module_needs(source):
                card_path(DEFAULT_WEIGHTS)}
     needed |= set((MODULE_DIR / "Resources" / "SampleData").iterdir())
     needed |= {p for p in DEFAULT_WEIGHTS.parent.iterdir() if p.suffix in (".pt", ".json", ".md", ".npz")}
-    needed |= set((DEFAULT_WEIGHTS.parent / "int8_default").iterdir())
+    needed |= {p for twin in DEFAULT_WEIGHTS.parent.glob("int8_*") for p in twin.iterdir()}
     missing = sorted(str(p.relative_to(MODULE_DIR)) for p in needed if str(p.relative_to(MODULE_DIR)) not in listed)
     assert not missing
     assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text

@@ -12,6 +12,7 @@ import numpy as np
 
 from speckle2self.errors import Cancelled, UserError
 from speckle2self.jobs import Job, Progress, follow
+from speckle2self.weights import SHIPPED
 
 from . import nodes
 from .finetuned import default_models_dir, new_model_path
@@ -68,7 +69,8 @@ NOT_SAVED = ", fine-tuned, not saved"
 def model_label(weights, note: str = "") -> str:
     """The MODEL_ATTRIBUTE value of an output made with `weights` (None: the shipped model) and `note`: what
     fine-tuning did when no fine-tuned model was saved (NOT_SAVED, or "; " and the safeguard's verdict)."""
-    return (str(weights) if weights else "default") + note
+    shipped = {str(path): name for name, path in SHIPPED.items()}
+    return (shipped.get(str(weights), str(weights)) if weights else "default") + note
 
 
 class _SceneWatch:

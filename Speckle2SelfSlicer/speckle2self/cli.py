@@ -1,4 +1,4 @@
-"""Command line: `speckle2self despeckle | batch | train | evaluate | bench-speed | bench | simulate |
+"""Command line: `speckle2self despeckle | batch | train | distil | evaluate | bench-speed | bench | simulate |
 finetune-curve | ablation | info`."""
 from __future__ import annotations
 
@@ -164,19 +164,36 @@ def cmd_batch(args) -> int:
     return 0
 
 
-def cmd_train(args) -> None:
+def _training_data(args) -> tuple[list, dict]:
+    """The grey frames of the `data` files, and the card entries naming the command and the files."""
     from .image_io import read_image
-    from .training import TrainConfig, train_job
 
     sources = [fr.grey_stack(read_image(Path(p)).array) for p in args.data]
+    return sources, {"command": "speckle2self " + shlex.join(args.argv), "data": [Path(p).name for p in args.data]}
+
+
+def cmd_train(args) -> None:
+    from .training import TrainConfig, train_job
+
+    sources, extra = _training_data(args)
     config = TrainConfig(steps=args.steps, minutes=args.minutes, size=args.size, batch=args.batch,
                          seed=args.seed, width=args.width, head=args.head, checkpoint_minutes=args.checkpoint_minutes,
                          precision=args.precision, lr=args.lr, compile=args.compile)
-    extra = {"command": "speckle2self " + shlex.join(args.argv),
-             "data": [Path(p).name for p in args.data]}
     result = _progress_bar(train_job(sources, config, init=args.init, device=args.device, out=args.out,
                                      card_extra=extra), "step")
     print(json.dumps({k: result.card[k] for k in ("steps", "seconds", "final_loss", "sha256")}))
+
+
+def cmd_distil(args) -> None:
+    from .distillation import DistilConfig, distil_job
+
+    sources, extra = _training_data(args)
+    length = {"minutes": None, "steps": args.steps} if args.steps else {"minutes": args.minutes or 60.0}
+    config = DistilConfig(**length, width=args.width, size=args.size, batch=args.batch, lr=args.lr,
+                          seed=args.seed, checkpoint_minutes=args.checkpoint_minutes, precision=args.precision)
+    _, card = _progress_bar(distil_job(sources, args.teacher, config, device=args.device, out=args.out,
+                                       card_extra=extra), "s")
+    print(json.dumps({k: card[k] for k in ("steps", "seconds", "final_loss", "sha256")}))
 
 
 def cmd_info(args) -> None:
@@ -313,9 +330,19 @@ def _precision_option(command: argparse.ArgumentParser, despeckling: bool = True
                          help=f"auto: {text}")
 
 
+def _weights_options(command: argparse.ArgumentParser) -> None:
+    """--weights FILE or --model NAME (a shipped model); main() turns the name into its file."""
+    from .weights import SHIPPED
+
+    which = command.add_mutually_exclusive_group()
+    which.add_argument("--weights", help="checkpoint (default: the shipped model)")
+    which.add_argument("--model", choices=list(SHIPPED), help="a shipped model: default (the full network) or fast "
+                       "(its width-16 student: a quarter of the operations, MODEL_CARD.md)")
+
+
 def _despeckle_arguments(command: argparse.ArgumentParser) -> None:
     """The options of the despeckle and batch commands that shape the output."""
-    command.add_argument("--weights", help="checkpoint (default: the shipped model)")
+    _weights_options(command)
     command.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     command.add_argument("--gamma", type=float, default=1.0, help="display gamma applied to the output (default 1.0)")
     command.add_argument("--compress", action="store_true", help="compress NRRD/MetaImage outputs of any size "
@@ -393,9 +420,27 @@ def parser() -> argparse.ArgumentParser:
     _precision_option(t, despeckling=False)
     t.set_defaults(func=cmd_train)
 
+    di = sub.add_parser("distil", help="train a narrower, faster network to reproduce a trained one (--model fast "
+                       "is the shipped model's)")
+    di.add_argument("data", nargs="+", help="noisy images, volumes or sequences to draw crops from")
+    di.add_argument("--out", required=True, help="checkpoint to write (a .json model card goes beside it)")
+    di.add_argument("--teacher", help="the checkpoint to reproduce (default: the shipped model)")
+    length = di.add_mutually_exclusive_group()
+    length.add_argument("--minutes", type=float, help="length of the run (default 60; the learning rate decays over it)")
+    length.add_argument("--steps", type=int, help="or a number of steps")
+    di.add_argument("--width", type=int, default=16, help="student width (16: a quarter of the paper's operations)")
+    di.add_argument("--size", type=int, default=256, help="crop size (multiple of 16)")
+    di.add_argument("--batch", type=int, default=4)
+    di.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (cosine decay to 0)")
+    di.add_argument("--seed", type=int, default=777)
+    di.add_argument("--device", default="auto")
+    di.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    _precision_option(di, despeckling=False)
+    di.set_defaults(func=cmd_distil)
+
     e = sub.add_parser("evaluate", help="GLCM homogeneity before/after, outside-sector zeros kept and time per frame, per file")
     e.add_argument("inputs", nargs="+")
-    e.add_argument("--weights")
+    _weights_options(e)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     e.set_defaults(func=cmd_evaluate)
@@ -454,7 +499,7 @@ def parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_ablation)
 
     i = sub.add_parser("info", help="print model and device information as JSON")
-    i.add_argument("--weights")
+    _weights_options(i)
     i.add_argument("--device", default="auto")
     i.set_defaults(func=cmd_info)
     return p
@@ -464,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     args.argv = argv
+    if getattr(args, "model", None):
+        from .weights import shipped_weights
+
+        args.weights = str(shipped_weights(args.model))
     try:
         status = args.func(args)
     except UserError as err:

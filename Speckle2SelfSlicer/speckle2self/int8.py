@@ -2,7 +2,7 @@
 
 Each network is converted and quantised once (keyed by its tensors, `RECIPE` and the calibration frames),
 kept in the cache folder and compiled once per process with dynamic frame sizes; the shipped model's int8
-twin ships with it (models/int8_default/, made by `python -m speckle2self.int8`). Quantising takes seconds
+twins ship with them (models/int8_default/ and int8_fast/, made by `python -m speckle2self.int8`). Quantising takes seconds
 to tens of seconds, so 'auto' only does it for a job large enough to earn it back (`WORTH_PIXELS`).
 
 The calibration frames are real scans bundled with the package (`models/calibration_frames.npz`, BSD-3
@@ -10,7 +10,7 @@ frames of PlusLibData, see models/README.md); activation ranges come from their 
 averaged ranges clipped a bright specular wall of a held-out prostate frame (8-bit error up to 97 levels).
 The last decoder level (the transposed convolution into it, its residual block and the output layer) stays
 in floating point, bf16 where that is fast: quantised, it cost most of the fidelity (38-40 dB to the fp32
-network output on held-out real frames instead of 42-45 dB).
+network output on held-out real frames instead of 42-45 dB); narrower networks keep two levels so.
 """
 from __future__ import annotations
 
@@ -29,19 +29,28 @@ import numpy as np
 import torch
 
 from .network import InferenceNet
-from .weights import tensor_digest
+from . import weights
 
 RECIPE = "1"
 """Bumped whenever the quantisation changes, so that cached models of an earlier recipe are rebuilt."""
 MODELS = Path(__file__).resolve().parent / "models"
 CALIBRATION = MODELS / "calibration_frames.npz"
-SHIPPED = MODELS / "int8_default"
-"""The shipped model's int8 twin (model.xml and .bin, and key.txt: the `key` of the network it was made from)."""
+SHIPPED = {name: MODELS / f"int8_{name}" for name in weights.SHIPPED}
+"""The shipped models' int8 twins (model.xml and .bin, and key.txt: the `key` of the network it was made from)."""
 WORTH_PIXELS = 300 * 512 * 512
 """'auto' quantises a network not quantised yet only for a job of at least this many pixels: preparing
 takes about 15 s on two cores and saves tens of milliseconds per 512 x 512 frame (docs/performance.md)."""
 FLOAT_LAYERS = (r".*decoder\.[567][./].*",)
 """OpenVINO node names (from the module path) of the layers kept in floating point."""
+NARROW_FLOAT_LAYERS = (r".*decoder\.[34567][./].*",)
+"""The same for networks narrower than the paper's 32 (the fast student): the last two decoder levels, as
+with the last one alone its int8 network output was 35-36 dB from its fp32 one on held-out real frames
+(45-47 dB so)."""
+
+
+def float_layers(net: InferenceNet) -> tuple[str, ...]:
+    """The layers of `net` kept in floating point."""
+    return FLOAT_LAYERS if next(net.encoder.parameters()).shape[0] >= 32 else NARROW_FLOAT_LAYERS
 
 
 def missing() -> str | None:
@@ -83,7 +92,7 @@ def _quantise(net: InferenceNet, target: Path) -> None:
                                  example_input=torch.from_numpy(calibration[0]), input=[(-1, 1, -1, -1)])
     quantised = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
                               preset=nncf.QuantizationPreset.MIXED,
-                              ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_LAYERS)),
+                              ignored_scope=nncf.IgnoredScope(patterns=list(float_layers(net))),
                               advanced_parameters=AdvancedQuantizationParameters(
                                   activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,17 +120,17 @@ def key(net: InferenceNet) -> str:
     versions = tuple(t._version for t in state.values())  # bumped by every in-place change (training)
     known = _keys.get(net)
     if known is None or known[0] != versions:
-        recipe = hashlib.sha256(repr((RECIPE, FLOAT_LAYERS)).encode() + CALIBRATION.read_bytes()).hexdigest()
-        known = _keys[net] = (versions, f"{tensor_digest(state)[:24]}-{recipe[:12]}")
+        recipe = hashlib.sha256(repr((RECIPE, float_layers(net))).encode() + CALIBRATION.read_bytes()).hexdigest()
+        known = _keys[net] = (versions, f"{weights.tensor_digest(state)[:24]}-{recipe[:12]}")
     return known[1]
 
 
 def cached(net: InferenceNet) -> Path | None:
     """The int8 model of `net` (model.xml) where it is shipped or cached already, else None."""
     name = key(net)
-    shipped = SHIPPED / "key.txt"
-    if shipped.is_file() and shipped.read_text().strip() == name:
-        return SHIPPED / "model.xml"
+    for twin in SHIPPED.values():
+        if (twin / "key.txt").is_file() and (twin / "key.txt").read_text().strip() == name:
+            return twin / "model.xml"
     path = cache_folder() / "int8" / name / "model.xml"
     return path if path.is_file() else None
 
@@ -159,19 +168,22 @@ def int8_network(net: InferenceNet, bf16: bool) -> Int8Network:
     return _network(str(quantised_model(net)), bf16, torch.get_num_threads())
 
 
-def ship_default() -> Path:
-    """Quantise the shipped weights into SHIPPED, replacing what is there (after the weights change)."""
+def ship(name: str) -> Path:
+    """Quantise the shipped model `name` into its SHIPPED twin, replacing what is there (after its weights change)."""
     from .inference import inference_model
 
-    net = inference_model(device="cpu")
+    net, twin = inference_model(weights.shipped_weights(name), device="cpu"), SHIPPED[name]
     with tempfile.TemporaryDirectory() as folder:
         _quantise(net, Path(folder) / "model")
-        SHIPPED.mkdir(exist_ok=True)
-        for name in ("model.xml", "model.bin"):
-            shutil.copyfile(Path(folder) / "model" / name, SHIPPED / name)
-    (SHIPPED / "key.txt").write_text(key(net) + "\n")
-    return SHIPPED / "model.xml"
+        twin.mkdir(exist_ok=True)
+        for file in ("model.xml", "model.bin"):
+            shutil.copyfile(Path(folder) / "model" / file, twin / file)
+    (twin / "key.txt").write_text(key(net) + "\n")
+    return twin / "model.xml"
 
 
-if __name__ == "__main__":
-    print(ship_default())
+if __name__ == "__main__":  # python -m speckle2self.int8 [NAME ...]: the named shipped models, default all
+    import sys
+
+    for shipped in sys.argv[1:] or SHIPPED:
+        print(ship(shipped))

@@ -116,7 +116,7 @@ def finetune_config(sources: Sequence[np.ndarray], steps: int | None = None, min
     return TrainConfig(steps=steps, minutes=minutes, size=fitting_size(sources, size), precision=precision, lr=lr)
 
 
-def _check_sources(sources: Sequence[np.ndarray]) -> list[np.ndarray]:
+def check_sources(sources: Sequence[np.ndarray]) -> list[np.ndarray]:
     if not len(sources):
         raise UserError("No training images were given", "pass at least one image, volume or sequence")
     checked = []
@@ -158,7 +158,7 @@ def initial_model(init, width: int = 32, head: str | None = None) -> tuple[Speck
     return model, {**card, "init_sha256": sha256(Path(init)), "init_file": Path(init).name}
 
 
-def _machine(device: torch.device) -> dict:
+def machine(device: torch.device) -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "device": str(device),
@@ -177,7 +177,7 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
     """
     config = config or TrainConfig()
     config.validate()
-    sources = _check_sources(sources)
+    sources = check_sources(sources)
     dev = resolve_device(device)
     precision = resolve_precision(config.precision, dev)
     model, init_card = initial_model(init, config.width, config.head) if init_card is None else (init, init_card)
@@ -209,7 +209,7 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
                     "cumulative_hours": round(init_card.get("cumulative_hours", 0.0) + seconds / 3600, 4),
                     "init_sha256": init_card.get("init_sha256") if init is not None else None,
                     "final_loss": history[-1][2] if history else None,
-                    "machine": _machine(dev), "created": datetime.datetime.now().isoformat(timespec="seconds"),
+                    "machine": machine(dev), "created": datetime.datetime.now().isoformat(timespec="seconds"),
                     "frames": sum(len(s) for s in sampler.sources)}
 
         yield job.progress(0, total, "training")

@@ -18,12 +18,23 @@ from .errors import UserError
 if TYPE_CHECKING:  # torch is imported on use, so cards can be read and deleted without it
     from .network import Speckle2SelfNet
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "models" / "speckle2self_default.pt"
+MODELS = Path(__file__).resolve().parent / "models"
+SHIPPED = {"default": MODELS / "speckle2self_default.pt", "fast": MODELS / "speckle2self_fast.pt"}
+"""The shipped models by name: the full network, and its width-16 student (`distillation`: a quarter of the
+operations)."""
+DEFAULT_WEIGHTS = SHIPPED["default"]
 FORMAT = "speckle2self-checkpoint"
 MAX_WIDTH = 256
 """Widest network a checkpoint may ask for (the paper's is 32), so a damaged one cannot exhaust memory."""
 TENSOR_DIGEST = "tensor_sha256"
 """Key of the tensor digest in a checkpoint and its card (checkpoints before it have none and still load)."""
+
+
+def shipped_weights(name: str) -> Path:
+    """The weights file of the shipped model `name` (SHIPPED)."""
+    if name not in SHIPPED:
+        raise UserError(f"Unknown model {name!r}", f"use one of {', '.join(SHIPPED)}, or --weights FILE")
+    return SHIPPED[name]
 
 
 def card_path(weights: Path) -> Path:
@@ -117,7 +128,7 @@ def read_card(weights: Path) -> dict:
 def load_checkpoint(weights: Path | str | None = None) -> tuple["Speckle2SelfNet", dict]:
     """Load a checkpoint into a float32 model on the CPU; return it with its model card.
 
-    The shipped default must match the sha256 in its card; any other file is checked when it has one. The
+    A shipped model must match the sha256 in its card; any other file is checked when it has one. The
     tensors must match the digest in the checkpoint and in the card, where they carry one.
     """
     import torch
@@ -128,7 +139,7 @@ def load_checkpoint(weights: Path | str | None = None) -> tuple["Speckle2SelfNet
     if not path.is_file():
         raise UserError(f"Weights file {path} not found", "check --weights or reinstall the package")
     card = read_card(path)
-    if path == DEFAULT_WEIGHTS and "sha256" not in card:
+    if path in SHIPPED.values() and "sha256" not in card:
         raise UserError(f"Model card {card_path(path)} is missing", "reinstall the package")
     if "sha256" in card and sha256(path) != card["sha256"]:
         raise UserError(f"Weights file {path} does not match the sha256 in its model card",

@@ -144,20 +144,47 @@ def _openvino(net: torch.nn.Module, hint: str):
     return lambda x: compiled(x.numpy())[0]
 
 
-def measure_paths(net: torch.nn.Module, plan: SpeedPlan, peak_fp32: float) -> list[dict]:
-    """ms per frame (batch of one) and GFLOP/s of each path at each size."""
+def _fast_paths(net: torch.nn.Module):
+    """The fast model's paths: its eager fp32 and what despeckling runs it at by default."""
+    from ..inference import int8_pays, network_function
+    from ..precision import autocast
+
+    cpu = torch.device("cpu")
+    precision = resolve_precision("auto", cpu, despeckling=True, int8_pays=int8_pays(net, 0))
+    yield "fast model: eager fp32", _under(autocast("fp32", cpu), net)
+    yield f"fast model: default ({precision})", network_function(net, precision, cpu)
+
+
+def shipped_nets() -> dict[str, torch.nn.Module]:
+    """The inference paths of the shipped models, by name."""
+    from ..inference import inference_model
+    from ..weights import SHIPPED
+
+    return {name: inference_model(path, device="cpu") for name, path in SHIPPED.items()}
+
+
+def measure_paths(nets: dict[str, torch.nn.Module], plan: SpeedPlan, peak_fp32: float) -> list[dict]:
+    """ms per frame (batch of one) and GFLOP/s of each path of the default model, and of the fast model's
+    reference and default paths, at each size."""
     rows = []
     for size in plan.sizes:
         x = torch.rand(1, 1, size, size)
-        gflop = network_gflop(net, size)
-        for name, run in _paths(net, plan):
-            first = time.perf_counter()
-            run(x)  # compiles where the path compiles
-            prepare = time.perf_counter() - first
-            seconds = _timed(lambda: run(x), plan.repeats, warmup=1)
-            rows.append({"size": size, "path": name, "ms_per_frame": 1e3 * seconds,
-                         "gflops": gflop / seconds, "peak_fraction": gflop / seconds / peak_fp32,
-                         "first_call_s": prepare})
+        for net, paths in ((nets["default"], _paths(nets["default"], plan)), (nets["fast"], _fast_paths(nets["fast"]))):
+            rows += _path_rows(net, paths, x, plan.repeats, peak_fp32)
+    return rows
+
+
+def _path_rows(net: torch.nn.Module, paths, x: torch.Tensor, repeats: int, peak_fp32: float) -> list[dict]:
+    size, rows = x.shape[-1], []
+    gflop = network_gflop(net, size)
+    for name, run in paths:
+        first = time.perf_counter()
+        run(x)  # compiles where the path compiles
+        prepare = time.perf_counter() - first
+        seconds = _timed(lambda: run(x), repeats, warmup=1)
+        rows.append({"size": size, "path": name, "ms_per_frame": 1e3 * seconds,
+                     "gflops": gflop / seconds, "peak_fraction": gflop / seconds / peak_fp32,
+                     "first_call_s": prepare})
     return rows
 
 
@@ -165,12 +192,14 @@ def end_to_end(plan: SpeedPlan) -> list[dict]:
     """ms per frame of `despeckle()` on a uint8 stack: the reference (fp32, batches of 4, as before the
     speed work) against the default (automatic precision and batch), square and odd sizes."""
     from ..inference import despeckle
+    from ..weights import shipped_weights
 
     rng = np.random.default_rng(0)
     rows = []
     for h, w in plan.despeckle_shapes:
         stack = rng.integers(0, 256, (plan.despeckle_frames, h, w), dtype=np.uint8)
-        for name, options in (("reference", {"precision": "fp32", "batch_size": 4}), ("default", {})):
+        for name, options in (("reference", {"precision": "fp32", "batch_size": 4}), ("default", {}),
+                              ("fast model (--model fast)", {"weights": shipped_weights("fast")})):
             despeckle(stack[:1], **options)  # the int8 network is prepared (or read from the cache) once
             seconds = _timed(lambda: despeckle(stack, **options), 1, warmup=0)
             rows.append({"shape": f"{h}x{w}", "path": name, "ms_per_frame": 1e3 * seconds / len(stack)})
@@ -195,25 +224,36 @@ def _square(frame: np.ndarray, size: int) -> np.ndarray:
 
 
 def agreement(frames: list[tuple[str, np.ndarray]]) -> list[dict]:
-    """How far the default and the bf16 outputs are from the fp32 reference, per real frame: PSNR of the
-    float outputs, and the largest and the share of 8-bit differences above 1."""
+    """How far each output is from its reference, per real frame: PSNR of the float outputs, and the largest
+    and the share of 8-bit differences above 1. The default and bf16 paths against the fp32 reference path;
+    the fast model's default path against its own fp32 path, and that against the full model's (what
+    distillation left)."""
     from ..inference import despeckle
-    from ..metrics import psnr
+    from ..weights import shipped_weights
 
     cpu = torch.device("cpu")
-    paths = {"default": "auto"} | ({"bf16": "bf16"} if bf16_is_fast(cpu) else {})
+    fast = {"weights": shipped_weights("fast")}
+    paths = [("default", {}, default_precision())] + ([("bf16", {"precision": "bf16"}, "bf16")]
+                                                       if bf16_is_fast(cpu) else [])
     rows = []
     for name, frame in frames:
         unit = frame.astype(np.float32) / max(float(frame.max()), 1.0)
-        reference = despeckle(unit, precision="fp32")
-        for path, precision in paths.items():
-            fast = despeckle(unit, precision=precision)
-            diff8 = np.abs(np.rint(reference * 255) - np.rint(fast * 255))
+        reference, fast_reference = despeckle(unit, precision="fp32"), despeckle(unit, precision="fp32", **fast)
+        compared = [(path, precision, reference, despeckle(unit, **options)) for path, options, precision in paths]
+        compared += [("fast model", default_precision(), fast_reference, despeckle(unit, **fast)),
+                     ("fast model fp32 against the full model's", "fp32", reference, fast_reference)]
+        for path, precision, expected, output in compared:
             rows.append({"frame": name, "shape": "x".join(map(str, frame.shape)), "path": path,
-                         "precision": default_precision() if precision == "auto" else precision,
-                         "psnr_db": psnr(reference, fast), "max_8bit_diff": float(diff8.max()),
-                         "share_8bit_diff_over_1": float((diff8 > 1).mean())})
+                         "precision": precision, **_difference(expected, output)})
     return rows
+
+
+def _difference(expected: np.ndarray, output: np.ndarray) -> dict:
+    from ..metrics import psnr
+
+    diff8 = np.abs(np.rint(expected * 255) - np.rint(output * 255))
+    return {"psnr_db": psnr(expected, output), "max_8bit_diff": float(diff8.max()),
+            "share_8bit_diff_over_1": float((diff8 > 1).mean())}
 
 
 def cine_run(frames: int, size: int, precision: str, env: dict | None = None) -> dict:
@@ -247,14 +287,15 @@ def _peak_rss_kib(command: list[str], env: dict | None = None) -> float:
     return float(done.stdout.strip())
 
 
-def training_step(precision: str, steps: int, size: int = 256, batch: int = 4, compile: bool = False) -> float:
-    """Median seconds of a full fine-tuning step (three branches, batch, size x size crops), first excluded
-    (with `compile`, that first step is where torch.compile runs)."""
+def training_step(precision: str, steps: int, size: int = 256, batch: int = 4, compile: bool = False,
+                  width: int = 32) -> float:
+    """Median seconds of a full fine-tuning step (three branches, batch, size x size crops) of a network of
+    `width`, first excluded (with `compile`, that first step is where torch.compile runs)."""
     from ..training import TrainConfig, train
 
     crops = np.random.default_rng(0).random((2, max(size, 64) * 2, max(size, 64) * 2), dtype=np.float32)
     result = train([crops], TrainConfig(steps=steps + 1, size=size, batch=batch, precision=precision,
-                                        compile=compile), device="cpu")
+                                        compile=compile, width=width), device="cpu")
     times = np.diff([0.0] + [t for _, t, _ in result.history])[1:]
     return float(np.median(times))
 
@@ -274,12 +315,9 @@ def _machine() -> dict:
 def core_figures(plan: SpeedPlan) -> dict:
     """The inference paths at 512 (the largest size), `despeckle()` end to end, a cine and the training
     step: what the AVX2-restricted subprocess measures."""
-    from ..inference import inference_model
-
-    net = inference_model(device="cpu")
     peak = matmul_peak(torch.float32)
     return {"machine": _machine(), "matmul_gflops": {"fp32": peak},
-            "paths": measure_paths(net, SpeedPlan(**{**asdict(plan), "sizes": (plan.sizes[-1],), "compile": False}),
+            "paths": measure_paths(shipped_nets(), SpeedPlan(**{**asdict(plan), "sizes": (plan.sizes[-1],), "compile": False}),
                                    peak),
             "despeckle": end_to_end(plan),
             "cine": [cine_run(plan.cine_frames[0], plan.cine_size, "auto")],
@@ -287,9 +325,13 @@ def core_figures(plan: SpeedPlan) -> dict:
 
 
 def _training_steps(plan: SpeedPlan, precisions: tuple[str, ...]) -> dict:
-    """Seconds per training step at each precision and, where the plan compiles, the last one compiled."""
-    size = _train_size(plan)
+    """Seconds per training step at each precision, the fast model's (width 16) at the last one, and where the
+    plan compiles, the last one compiled."""
+    from ..weights import shipped_weights
+
+    size, fast = _train_size(plan), torch.load(shipped_weights("fast"), weights_only=True)["width"]
     steps = {p: training_step(p, plan.train_steps, size) for p in precisions}
+    steps[f"{precisions[-1]}, fast model"] = training_step(precisions[-1], plan.train_steps, size, width=fast)
     if plan.compile:
         steps[f"{precisions[-1]}, torch.compile"] = training_step(precisions[-1], plan.train_steps, size, compile=True)
     return steps
@@ -317,15 +359,12 @@ def restricted_to_avx2(plan: SpeedPlan) -> dict:
 
 def bench_speed(plan: SpeedPlan = SpeedPlan(), data: Path | None = None) -> dict:
     """Every figure of docs/performance.md, measured now on the CPU."""
-    from ..inference import inference_model
-
-    net = inference_model(device="cpu")
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     above_avx2 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
     return {
         "machine": _machine(),
         "matmul_gflops": peaks,
-        "paths": measure_paths(net, plan, peaks["fp32"]),
+        "paths": measure_paths(shipped_nets(), plan, peaks["fp32"]),
         "despeckle": end_to_end(plan),
         "agreement": agreement(real_frames(data)),
         "cine": [cine_run(plan.cine_frames[0], plan.cine_size, "fp32")]
@@ -361,9 +400,11 @@ def _cine_table(results: dict) -> list[str]:
 
 
 def _training_table(results: dict) -> list[str]:
+    """Seconds per step, against fp32 and against the default step (auto; fp32 where that is all there is)."""
     steps = results["training_step_s"]
-    lines = ["| precision | seconds/step | speed-up over fp32 |", "|---|---|---|"]
-    return lines + [f"| {p} | {s:.2f} | {steps['fp32'] / s:.2f}x |" for p, s in steps.items()]
+    default = steps.get("auto", steps["fp32"])
+    lines = ["| precision | seconds/step | speed-up over fp32 | over the default step |", "|---|---|---|---|"]
+    return lines + [f"| {p} | {s:.2f} | {steps['fp32'] / s:.2f}x | {default / s:.2f}x |" for p, s in steps.items()]
 
 
 def _machine_line(results: dict) -> str:
@@ -383,7 +424,9 @@ def markdown(results: dict) -> str:
     lines += ["", "## `despeckle()` end to end (uint8 stack, normalisation, post-processing and background included)",
               ""] + _despeckle_table(results)
     lines += ["", "## Default and bf16 paths against the fp32 reference, real frames", "",
-              "None of these frames is among the int8 calibration frames (`models/calibration_frames.npz`).", "",
+              "None of these frames is among the int8 calibration frames (`models/calibration_frames.npz`). The fast "
+              "model's default path is compared with its own fp32 path; the last row of each frame compares the "
+              "fast model's fp32 output with the full model's (what distillation left, not a precision error).", "",
               "| frame | size | path | precision | PSNR (dB, float output) | largest 8-bit difference | "
               "8-bit pixels off by more than 1 |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['frame']} | {r['shape']} | {r['path']} | {r['precision']} | {r['psnr_db']:.1f} | "
