@@ -58,13 +58,16 @@ QUICK = SpeedPlan(sizes=(64,), despeckle_shapes=((64, 64), (47, 81)), despeckle_
 
 
 def _timed(fn, repeats: int, warmup: int = 1) -> float:
-    """Mean seconds of `fn()` over `repeats` calls after `warmup` calls."""
+    """Median seconds of `fn()` over `repeats` calls after `warmup` calls (the median, as a busy neighbour on
+    a shared machine slows single calls)."""
     for _ in range(warmup):
         fn()
-    start = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / repeats
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048) -> float:
@@ -201,7 +204,7 @@ def end_to_end(plan: SpeedPlan) -> list[dict]:
         for name, options in (("reference", {"precision": "fp32", "batch_size": 4}), ("default", {}),
                               ("fast model (--model fast)", {"weights": shipped_weights("fast")})):
             despeckle(stack[:1], **options)  # the int8 network is prepared (or read from the cache) once
-            seconds = _timed(lambda: despeckle(stack, **options), 1, warmup=0)
+            seconds = _timed(lambda: despeckle(stack, **options), 3, warmup=0)
             rows.append({"shape": f"{h}x{w}", "path": name, "ms_per_frame": 1e3 * seconds / len(stack)})
     return rows
 
