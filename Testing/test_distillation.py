@@ -57,6 +57,18 @@ def test_cli_distils_the_given_teacher_into_a_checkpoint_with_its_card(tmp_path,
     assert card["command"].startswith("speckle2self distil") and card["distillation"]["steps"] == 3
 
 
+def test_a_missing_output_folder_is_refused_before_any_step(tmp_path, capsys):
+    from speckle2self.training import TrainConfig, train_job
+
+    missing = tmp_path / "no" / "student.pt"
+    with pytest.raises(UserError, match="does not exist"):
+        distil_job([np.zeros((64, 64), np.float32)], _teacher(), DistilConfig(minutes=None, steps=1), out=missing)
+    with pytest.raises(UserError, match="does not exist"):
+        train_job([np.zeros((64, 64), np.float32)], TrainConfig(steps=1), out=missing)
+    assert main(["distil", str(SAMPLE), "--out", str(tmp_path / "s.pt"), "--steps", "0"]) == 2
+    assert "positive" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("config", [DistilConfig(minutes=None), DistilConfig(minutes=0), DistilConfig(width=0),
                                     DistilConfig(size=40), DistilConfig(lr=2.0)])
 def test_bad_distillation_settings_are_refused_before_any_work(config):

@@ -188,7 +188,7 @@ def cmd_distil(args) -> None:
     from .distillation import DistilConfig, distil_job
 
     sources, extra = _training_data(args)
-    length = {"minutes": None, "steps": args.steps} if args.steps else {"minutes": args.minutes or 60.0}
+    length = {"minutes": None, "steps": args.steps} if args.steps is not None else {"minutes": args.minutes or 60.0}
     config = DistilConfig(**length, width=args.width, size=args.size, batch=args.batch, lr=args.lr,
                           seed=args.seed, checkpoint_minutes=args.checkpoint_minutes, precision=args.precision)
     _, card = _progress_bar(distil_job(sources, args.teacher, config, device=args.device, out=args.out,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import augmentation
+from .augment import augment_together, augmentation
 from .errors import UserError
 from .inference import resolve_device
 from .jobs import Job
@@ -28,7 +28,7 @@ from .network import SCALES, Speckle2SelfNet
 from .perturbation import perturb
 from .precision import autocast, resolve_precision
 from .training import CropSampler, check_sources, initial_model, machine
-from .weights import DEFAULT_WEIGHTS, save_checkpoint
+from .weights import DEFAULT_WEIGHTS, check_output_folder, save_checkpoint
 
 GAMMA_RANGE = (0.5, 2.0)
 """Display gammas drawn (log-uniformly) for the crops: the teacher is copied on brighter and darker frames than
@@ -81,6 +81,8 @@ def distil_job(sources: Sequence[np.ndarray], teacher=None, config: DistilConfig
     config = config or DistilConfig()
     config.validate()
     sources = check_sources(sources)
+    if out is not None:
+        check_output_folder(out)
     dev = resolve_device(device)
     precision = resolve_precision(config.precision, dev)
     teacher, teacher_card = initial_model(teacher if teacher is not None else DEFAULT_WEIGHTS)
@@ -113,9 +115,8 @@ def distil_job(sources: Sequence[np.ndarray], teacher=None, config: DistilConfig
             job.check()
             for group in optimiser.param_groups:
                 group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * progress / budget))
-            crops = torch.stack([torch.as_tensor(transform(c)).as_subclass(torch.Tensor)
-                                 for c in _gamma_crops(sampler, config.batch, rng)]).clamp(0, 1).to(dev)
-            perturbed = perturb(crops)
+            crops = [augment_together(transform, [c])[0] for c in _gamma_crops(sampler, config.batch, rng)]
+            perturbed = perturb(torch.stack(crops).to(dev))
             branches = (len(SCALES) - 1, step % (len(SCALES) - 1))
             with torch.no_grad(), autocast(precision, dev):
                 targets = [_branch(teacher, b, perturbed[b]).float() for b in branches]

@@ -33,9 +33,8 @@ from . import weights
 
 RECIPE = "1"
 """Bumped whenever the quantisation changes, so that cached models of an earlier recipe are rebuilt."""
-MODELS = Path(__file__).resolve().parent / "models"
-CALIBRATION = MODELS / "calibration_frames.npz"
-SHIPPED = {name: MODELS / f"int8_{name}" for name in weights.SHIPPED}
+CALIBRATION = weights.MODELS / "calibration_frames.npz"
+SHIPPED = {name: weights.MODELS / f"int8_{name}" for name in weights.SHIPPED}
 """The shipped models' int8 twins (model.xml and .bin, and key.txt: the `key` of the network it was made from)."""
 WORTH_PIXELS = 300 * 512 * 512
 """'auto' quantises a network not quantised yet only for a job of at least this many pixels: preparing

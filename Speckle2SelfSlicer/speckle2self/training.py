@@ -21,7 +21,7 @@ from .losses import LossWeights, speckle2self_loss
 from .network import HEADS, SCALES, Speckle2SelfNet
 from .perturbation import perturb
 from .precision import autocast, resolve_precision
-from .weights import load_checkpoint, save_checkpoint, sha256
+from .weights import check_output_folder, load_checkpoint, save_checkpoint, sha256
 
 
 @dataclass
@@ -178,6 +178,8 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
     config = config or TrainConfig()
     config.validate()
     sources = check_sources(sources)
+    if out is not None:
+        check_output_folder(out)
     dev = resolve_device(device)
     precision = resolve_precision(config.precision, dev)
     model, init_card = initial_model(init, config.width, config.head) if init_card is None else (init, init_card)

@@ -87,13 +87,18 @@ def atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
+def check_output_folder(path: Path | str) -> None:
+    """Refuse a checkpoint path whose folder does not exist: training jobs call it before their first step."""
+    if not Path(path).parent.is_dir():
+        raise UserError(f"Output folder {Path(path).parent} does not exist", "create it or choose another --out")
+
+
 def save_checkpoint(model: "Speckle2SelfNet", path: Path, card: dict, half: bool = True) -> dict:
     """Write the full training model (all three encoders, for fine-tuning) and its card; return the card."""
     import torch
 
     path = Path(path)
-    if not path.parent.is_dir():
-        raise UserError(f"Output folder {path.parent} does not exist", "create it or choose another --out")
+    check_output_folder(path)
     dtype = torch.float16 if half else torch.float32
     state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
     checkpoint = {"format": FORMAT, "width": model.width, "head": model.head, "state_dict": state,

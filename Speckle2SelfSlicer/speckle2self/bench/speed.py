@@ -330,9 +330,9 @@ def core_figures(plan: SpeedPlan) -> dict:
 def _training_steps(plan: SpeedPlan, precisions: tuple[str, ...]) -> dict:
     """Seconds per training step at each precision, the fast model's (width 16) at the last one, and where the
     plan compiles, the last one compiled."""
-    from ..weights import shipped_weights
+    from ..weights import read_card, shipped_weights
 
-    size, fast = _train_size(plan), torch.load(shipped_weights("fast"), weights_only=True)["width"]
+    size, fast = _train_size(plan), read_card(shipped_weights("fast"))["width"]
     steps = {p: training_step(p, plan.train_steps, size) for p in precisions}
     steps[f"{precisions[-1]}, fast model"] = training_step(precisions[-1], plan.train_steps, size, width=fast)
     if plan.compile:
