@@ -92,7 +92,7 @@ def test_bench_speed_quick_writes_the_performance_page(tmp_path, capsys):
     out = tmp_path / "performance.md"
     assert main(["bench-speed", "--quick", "--out", str(out)]) == 0
     page = out.read_text()
-    for heading in ("Inference paths", "end to end", "fp32 reference", "Cine", "Fine-tuning step"):
+    for heading in ("Inference paths", "end to end", "fp32 reference", "Cine", "Fine-tuning step", "a plain process"):
         assert heading in page
     results = json.loads(out.with_suffix(".json").read_text())
     assert {r["path"] for r in results["paths"]} >= {"eager fp32", "eager bf16"}
@@ -104,6 +104,7 @@ def test_bench_speed_quick_writes_the_performance_page(tmp_path, capsys):
     assert {r["path"] for r in results["despeckle"]} == {"reference", "default", "fast model (--model fast)"}
     assert any(name.endswith("fast model") for name in results["training_step_s"])
     assert all(r["peak_rss_mib"] > 0 and r["seconds"] > 0 for r in results["cine"])
+    assert results["plain"]["eager_fp32_ms"] > 0 and results["plain"]["training_step_s"] > 0
     assert "Inference paths" in capsys.readouterr().out
 
 

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 from distributed import Client, KilledWorker, LocalCluster, as_completed, get_worker
 
+from .allocator import keep_freed_blocks
 from .errors import UserError
 from .image_io import SUPPORTED_EXTENSIONS
 from .weights import DEFAULT_WEIGHTS, atomic_write, code_version, sha256
@@ -129,6 +130,7 @@ def despeckle_task(relative: str, input_dir: str, output_dir: str, previous: dic
                    settings: Settings) -> dict:
     """Despeckle one file of the archive (on a worker) and return its manifest record. A problem with the
     file (a UserError or an OS error) becomes a failed record with its one-line reason."""
+    keep_freed_blocks()  # the worker is speckle2self's own process
     start = time.perf_counter()
     source, target = Path(input_dir, relative), Path(output_dir, relative)
     record = _record_of(relative, settings, get_worker().address)

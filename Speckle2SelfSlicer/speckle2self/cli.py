@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import frames as fr
+from .allocator import keep_freed_blocks
 from .errors import Cancelled, UserError
 from .jobs import Job, Progress
 from .postprocess import SMOOTHING
@@ -508,6 +509,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    keep_freed_blocks()
     args.argv = argv
     if getattr(args, "model", None):
         from .weights import shipped_weights

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..allocator import keep_freed_blocks
 from ..precision import bf16_is_fast, resolve_precision
 
 SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "BkCurvilinearScanConvertedData.nrrd"
@@ -315,11 +316,33 @@ def _machine() -> dict:
             "default_precision": default_precision()}
 
 
+def plain_figures(plan: SpeedPlan, precision: str) -> dict:
+    """The eager fp32 network at the largest size and a training step at `precision`, in this process as it
+    is: run in a plain subprocess (`plain_process`), glibc's allocator keeps its defaults."""
+    net = shipped_nets()["default"]
+    x = torch.rand(1, 1, plan.sizes[-1], plan.sizes[-1])
+    with torch.inference_mode():
+        seconds = _timed(lambda: net(x), plan.repeats, warmup=1)
+    return {"size": plan.sizes[-1], "eager_fp32_ms": 1e3 * seconds, "precision": precision,
+            "training_step_s": training_step(precision, plan.train_steps, _train_size(plan))}
+
+
+def plain_process(plan: SpeedPlan, precision: str) -> dict:
+    """`plain_figures` in a fresh Python process that does not call `allocator.keep_freed_blocks`, as a
+    script of one's own runs the network."""
+    code = ("import json, sys; from speckle2self.bench.speed import plain_figures, plan_from; "
+            "print(json.dumps(plain_figures(plan_from(json.loads(sys.argv[1])), sys.argv[2])))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(asdict(plan)), precision], check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def core_figures(plan: SpeedPlan) -> dict:
     """The inference paths at 512 (the largest size), `despeckle()` end to end, a cine and the training
     step: what the AVX2-restricted subprocess measures."""
+    keep_freed_blocks()  # as in the CLI process that runs the rest of bench-speed
     peak = matmul_peak(torch.float32)
-    return {"machine": _machine(), "matmul_gflops": {"fp32": peak},
+    return {"machine": _machine(), "matmul_gflops": {"fp32": peak}, "plain": plain_process(plan, "fp32"),
             "paths": measure_paths(shipped_nets(), SpeedPlan(**{**asdict(plan), "sizes": (plan.sizes[-1],), "compile": False}),
                                    peak),
             "despeckle": end_to_end(plan),
@@ -374,6 +397,7 @@ def bench_speed(plan: SpeedPlan = SpeedPlan(), data: Path | None = None) -> dict
                 + [cine_run(n, plan.cine_size, "auto") for n in plan.cine_frames],
         "training_step_s": _training_steps(plan, ("fp32", "auto")),
         "training_size": _train_size(plan),
+        "plain": plain_process(plan, "auto"),
         "avx2": restricted_to_avx2(plan) if plan.avx2 and above_avx2 else None,
     }
 
@@ -410,6 +434,21 @@ def _training_table(results: dict) -> list[str]:
     return lines + [f"| {p} | {s:.2f} | {steps['fp32'] / s:.2f}x | {default / s:.2f}x |" for p, s in steps.items()]
 
 
+def _plain_table(results: dict) -> list[str]:
+    """The eager fp32 network and the default training step here against a plain process, and the default
+    despeckling's speed-up over both eager figures."""
+    plain, size = results["plain"], results["plain"]["size"]
+    eager = next(r["ms_per_frame"] for r in results["paths"] if r["path"] == "eager fp32" and r["size"] == size)
+    default = next(r["ms_per_frame"] for r in results["despeckle"] if r["path"] == "default"
+                   and r["shape"] == f"{size}x{size}")
+    step = results["training_step_s"][plain["precision"]]
+    return ["| | speckle2self's process (large blocks kept) | a plain process (glibc's defaults) |", "|---|---|---|",
+            f"| eager fp32 network, {size}x{size} (ms) | {eager:.1f} | {plain['eager_fp32_ms']:.1f} |",
+            f"| training step, {plain['precision']} (s) | {step:.2f} | {plain['training_step_s']:.2f} |",
+            f"| default `despeckle()` {size}x{size} ({default:.1f} ms): speed-up over that eager network | "
+            f"{eager / default:.2f}x | {plain['eager_fp32_ms'] / default:.2f}x |"]
+
+
 def _machine_line(results: dict) -> str:
     m, peaks = results["machine"], results["matmul_gflops"]
     return (f"{m['processor']}, kernels {m['capability']}, {m['threads']} torch threads, torch {m['torch']}, "
@@ -440,13 +479,17 @@ def markdown(results: dict) -> str:
         f"{r['frames']} frames {r['precision']} {r['peak_rss_mib'] - r['buffers_mib']:.0f} MiB" for r in results["cine"])
         + " (flat in the number of frames when the figures for one precision agree)."]
     lines += ["", f"## Fine-tuning step (three branches, batch 4, {size}x{size})", ""] + _training_table(results)
+    lines += ["", "## Allocator: speckle2self's processes against a plain one", "",
+              "speckle2self's CLI, its Slicer despeckling process and batch workers keep large freed blocks for "
+              "the next frame (`speckle2self/allocator.py`); every figure above is measured so. A plain Python "
+              "process running the same network keeps glibc's defaults:", ""] + _plain_table(results)
     avx2 = results.get("avx2")
     if avx2:
         lines += ["", "## Restricted to AVX2 code paths (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)", "",
                   "The same processor with torch's and OpenVINO's kernels limited to AVX2, as on CPUs without "
                   "AVX-512: an emulation, not a measurement on such a CPU. " + _machine_line(avx2), ""]
         lines += _paths_table(avx2) + [""] + _despeckle_table(avx2) + [""] + _cine_table(avx2)
-        lines += [""] + _training_table(avx2)
+        lines += [""] + _training_table(avx2) + [""] + _plain_table(avx2)
     return "\n".join(lines + [""])
 
 
