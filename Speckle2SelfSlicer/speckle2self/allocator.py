@@ -15,9 +15,11 @@ import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 """glibc's mallopt parameters (malloc.h)."""
-MMAP_THRESHOLD = 256 << 20
-"""Blocks up to this size come from the heap and are reused (glibc's default adapts up to 32 MiB)."""
-TRIM_THRESHOLD = 512 << 20
+MMAP_THRESHOLD = 64 << 20
+"""Blocks up to this size come from the heap and are reused: the network's buffers for frames up to
+1024 x 1024 (32 MiB at half resolution). Larger ones, such as whole cines, are still mapped on their own
+and given back when freed (with 256 MiB a 1000-frame cine kept 160 MiB more)."""
+TRIM_THRESHOLD = 128 << 20
 """Freed memory at the top of the heap up to this much stays with the process (the most it keeps unused)."""
 
 

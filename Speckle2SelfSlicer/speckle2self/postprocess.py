@@ -54,17 +54,19 @@ def degridded(output: np.ndarray, period: int = GRID_PERIOD) -> np.ndarray:
         raise ValueError(f"degridded needs sides that are multiples of {period}, got {h} x {w}")
     if min(h, w) < MIN_GRID_SIDE:
         return output
-    spectrum = fft.fft2(output.astype(np.float32))  # complex64: 4x faster than numpy's complex128
-    a, b = np.divmod(np.arange(1, period * period), period)  # every lattice frequency but (0, 0)
-    rows = (a[:, None] * (h // period) + _OFFSETS) % h
-    cols = (b[:, None] * (w // period) + _OFFSETS) % w
-    index = rows[:, :, None], cols[:, None, :]
+    spectrum = fft.rfft2(output.astype(np.float32))  # the half spectrum: 4x faster than the complex fft2
+    half = period // 2 + 1  # lattice columns 0 .. period/2 lie in it
+    a, b = np.divmod(np.arange(1, period * half), half)  # every lattice frequency of the half but (0, 0)
+    rows = ((a[:, None] * (h // period) + _OFFSETS) % h)[:, :, None]
+    cols = ((b[:, None] * (w // period) + _OFFSETS) % w)[:, None, :]
+    mirrored = cols > w // 2  # bins of the other half: the conjugates of their mirror images, same magnitude
+    index = np.where(mirrored, -rows % h, rows), np.where(mirrored, w - cols, cols)
     patches = spectrum[index]
     magnitude = np.abs(patches)
     level = GRID_EXCESS * np.median(magnitude[:, _CHEBYSHEV >= 2], axis=1)[:, None, None]
     scale = np.where((_CHEBYSHEV <= 1) & (magnitude > level), level / np.maximum(magnitude, 1e-12), 1.0)
-    spectrum[index] = patches * scale
-    return fft.ifft2(spectrum).real.astype(np.float32)
+    spectrum[index] = patches * scale  # a bin in two neighbourhoods gets the same value from both
+    return fft.irfft2(spectrum, s=(h, w)).astype(np.float32)
 
 
 def brightness_matched(output: np.ndarray, source: np.ndarray, inside: np.ndarray) -> np.ndarray:
