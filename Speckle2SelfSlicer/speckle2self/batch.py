@@ -27,7 +27,7 @@ from distributed import Client, KilledWorker, LocalCluster, as_completed, get_wo
 from .allocator import keep_freed_blocks
 from .errors import UserError
 from .image_io import SUPPORTED_EXTENSIONS
-from .weights import DEFAULT_WEIGHTS, atomic_write, code_version, sha256
+from .weights import DEFAULT_WEIGHTS, atomic_write, code_version, sha256, stamped_sha256
 
 MANIFEST = "speckle2self-batch.json"
 FORMAT = "speckle2self-batch"
@@ -76,18 +76,12 @@ def input_sha256(path: Path) -> str:
     return hashlib.sha256(f"{digest} {sha256(data)}".encode()).hexdigest()
 
 
-@functools.lru_cache(maxsize=8)
-def _weights_sha256(path: str, stamp: tuple[int, int]) -> str:
-    return sha256(Path(path))
-
-
 def weights_sha256(weights: str | None) -> str:
     """sha256 of a weights file (None: the shipped model), hashed once per process while it is unchanged."""
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         raise UserError(f"Weights file {path} not found", "check --weights; on a cluster every worker must see it")
-    stat = path.stat()
-    return _weights_sha256(str(path), (stat.st_mtime_ns, stat.st_size))
+    return stamped_sha256(path)
 
 
 # ----------------------------------------------------------------------------------------------- the task

@@ -15,7 +15,7 @@ from .jobs import Job
 from .network import DOWNSAMPLING, InferenceNet, Speckle2SelfNet
 from .postprocess import SMOOTHING, brightness_matched, degridded, log_bias_removed, smoothed
 from .precision import autocast, bf16_is_fast, resolve_precision
-from .weights import DEFAULT_WEIGHTS, load_checkpoint, sha256
+from .weights import DEFAULT_WEIGHTS, load_checkpoint, stamped_sha256
 
 GIB = 2 ** 30
 MEMORY_LIMIT = 8 * GIB
@@ -49,7 +49,7 @@ def inference_model(weights: Path | str | None = None, device: str | torch.devic
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         raise UserError(f"Weights file {path} not found", "check --weights or reinstall the package")
-    return _cached_model(str(path.resolve()), sha256(path), str(resolve_device(device)))
+    return _cached_model(str(path.resolve()), stamped_sha256(path), str(resolve_device(device)))
 
 
 def _as_inference(model: InferenceNet | Speckle2SelfNet) -> InferenceNet:

@@ -1,6 +1,7 @@
 """Checkpoints: save with a model card beside them, load safely (weights_only, sha256 and tensor digest checked)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -48,6 +49,17 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def stamped_sha256(path: Path) -> str:
+    """`sha256` of a file, hashed once per process while its inode, size and modification time stay the same."""
+    stat = Path(path).stat()
+    return _stamped_sha256(str(Path(path).resolve()), (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=16)
+def _stamped_sha256(path: str, stamp: tuple[int, int, int]) -> str:
+    return sha256(Path(path))
 
 
 def tensor_digest(state: dict) -> str:
