@@ -108,6 +108,18 @@ def test_bench_speed_quick_writes_the_performance_page(tmp_path, capsys):
     assert "Inference paths" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("capability, flags, expected", [
+    ("AVX2", "fpu avx2 avx_vnni", []), ("AVX512", "fpu avx2 avx512f", ["AVX2"]),
+    ("AVX512", "fpu avx2 avx512f avx_vnni", ["AVX2", "AVX2 with AVX-VNNI"])])
+def test_bench_speed_emulates_only_the_levels_below_this_cpu(monkeypatch, tmp_path, capability, flags, expected):
+    from speckle2self.bench.speed import emulable
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"flags\t\t: {flags}\n")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert emulable(cpuinfo) == expected
+
+
 def test_bench_speed_refuses_a_missing_data_folder(tmp_path, capsys):
     assert main(["bench-speed", "--quick", "--data", str(tmp_path / "absent")]) == 2
     assert "not found" in capsys.readouterr().err

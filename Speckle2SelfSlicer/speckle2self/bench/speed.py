@@ -4,9 +4,10 @@ Prints and writes (docs/performance.md) ms per frame for the reference path (eag
 optimised one (torch, OpenVINO, the int8 network), the GFLOP/s they reach against this machine's
 matrix-multiply peak, how far the default output is from the reference on held-out real frames, a cine
 read -> despeckle -> write run with its peak memory, and the fine-tuning step time. On a CPU above AVX2 the
-inference, end-to-end, cine and training figures are measured again in a subprocess restricted to AVX2
-code paths (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2): the common laptop and workstation case,
-emulated on this processor. Figures are measured, never asserted.
+inference, end-to-end, cine and training figures are measured again in subprocesses restricted to AVX2
+code paths (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2), and to AVX2 with AVX-VNNI where this
+processor has it: the common laptop and workstation cases (VNNI: most laptops since 2021), emulated on this
+processor. Figures are measured, never asserted.
 """
 from __future__ import annotations
 
@@ -35,8 +36,12 @@ HELD_OUT_FRAMES = (("pluslibdata/SpinePhantomFreehand.igs.mha", 5), ("pluslibdat
                    ("pymust_examples/carotid.jpg", 0), ("pymust_examples/bmode_PWI_disk.mat", 0),
                    ("pymust_examples/bmode_PWI_disk.mat", 16))
 """(shared file, frame) for the fidelity table: real frames that are not among the int8 calibration frames."""
-AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-"""Environment that restricts torch's and OpenVINO's kernels to AVX2 code paths."""
+RESTRICTED = {"AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+              "AVX2 with AVX-VNNI": {"ONEDNN_MAX_CPU_ISA": "AVX2_VNNI", "ATEN_CPU_CAPABILITY": "avx2"}}
+"""Environments that restrict torch's and OpenVINO's kernels to AVX2 code paths (the second with the
+8-bit dot-product instructions of AVX-VNNI, which OpenVINO's int8 kernels use)."""
+VNNI_FLAG = "avx_vnni"
+"""/proc/cpuinfo's flag for AVX-VNNI: only a processor that has it can emulate the second."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class SpeedPlan:
     train_steps: int = 6
     compile: bool = True
     avx2: bool = True
-    """Measure again restricted to AVX2 where this CPU has more."""
+    """Measure again restricted to AVX2 (and AVX2 with AVX-VNNI) where this CPU has more."""
 
 
 QUICK = SpeedPlan(sizes=(64,), despeckle_shapes=((64, 64), (47, 81)), despeckle_frames=2, repeats=1, cine_frames=(4,),
@@ -107,6 +112,7 @@ def _paths(net: torch.nn.Module, plan: SpeedPlan):
 
         for hint in ("f32", "bf16") if bf16 else ("f32",):
             yield f"OpenVINO {hint}", _openvino(net, hint)
+            yield f"OpenVINO {hint}, sub-pixel decoder", _openvino(net, hint, subpixel=True)
         yield f"OpenVINO int8{' (bf16 rest)' if bf16 else ''}", network_function(net, "int8", cpu)
 
 
@@ -138,11 +144,16 @@ def _onnx_session(net: torch.nn.Module):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _openvino(net: torch.nn.Module, hint: str):
-    """`net` converted to OpenVINO as it is (no quantisation), run at precision `hint`."""
+def _openvino(net: torch.nn.Module, hint: str, subpixel: bool = False):
+    """`net` converted to OpenVINO (no quantisation), run at precision `hint`; with `subpixel`, its transposed
+    convolutions rewritten as the int8 path has them (`speckle2self.subpixel`)."""
     import openvino as ov
 
-    model = ov.convert_model(net, example_input=torch.zeros(1, 1, 64, 64), input=[(-1, 1, -1, -1)])
+    from ..subpixel import subpixel_copy, with_depth_to_space
+
+    model = ov.convert_model(subpixel_copy(net) if subpixel else net, example_input=torch.zeros(1, 1, 64, 64),
+                             input=[(-1, 1, -1, -1)])
+    model = with_depth_to_space(model) if subpixel else model
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
                                                       "INFERENCE_NUM_THREADS": torch.get_num_threads()})
     return lambda x: compiled(x.numpy())[0]
@@ -339,7 +350,7 @@ def plain_process(plan: SpeedPlan, precision: str) -> dict:
 
 def core_figures(plan: SpeedPlan) -> dict:
     """The inference paths at 512 (the largest size), `despeckle()` end to end, a cine and the training
-    step: what the AVX2-restricted subprocess measures."""
+    step: what each restricted subprocess measures."""
     keep_freed_blocks()  # as in the CLI process that runs the rest of bench-speed
     peak = matmul_peak(torch.float32)
     return {"machine": _machine(), "matmul_gflops": {"fp32": peak}, "plain": plain_process(plan, "fp32"),
@@ -374,19 +385,27 @@ def plan_from(fields: dict) -> SpeedPlan:
     return SpeedPlan(**{name: tupled(value) for name, value in fields.items()})
 
 
-def restricted_to_avx2(plan: SpeedPlan) -> dict:
-    """`core_figures` measured in a subprocess whose kernels are restricted to AVX2 (`AVX2`)."""
+def restricted(plan: SpeedPlan, env: dict) -> dict:
+    """`core_figures` measured in a subprocess whose kernels are restricted by `env` (one of `RESTRICTED`)."""
     code = ("import json, sys; from speckle2self.bench.speed import core_figures, plan_from; "
             "print(json.dumps(core_figures(plan_from(json.loads(sys.argv[1])))))")
     done = subprocess.run([sys.executable, "-c", code, json.dumps(asdict(plan))], check=True, capture_output=True,
-                          text=True, env={**os.environ, **AVX2})
+                          text=True, env={**os.environ, **env})
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def emulable(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The `RESTRICTED` levels this CPU can emulate: none on an AVX2 CPU; AVX2, and AVX2 with AVX-VNNI where
+    the processor has it (its flag in `cpuinfo`), above."""
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return []
+    flags = cpuinfo.read_text().split() if cpuinfo.is_file() else []
+    return [level for level in RESTRICTED if "VNNI" not in level or VNNI_FLAG in flags]
 
 
 def bench_speed(plan: SpeedPlan = SpeedPlan(), data: Path | None = None) -> dict:
     """Every figure of docs/performance.md, measured now on the CPU."""
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    above_avx2 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
     return {
         "machine": _machine(),
         "matmul_gflops": peaks,
@@ -398,7 +417,7 @@ def bench_speed(plan: SpeedPlan = SpeedPlan(), data: Path | None = None) -> dict
         "training_step_s": _training_steps(plan, ("fp32", "auto")),
         "training_size": _train_size(plan),
         "plain": plain_process(plan, "auto"),
-        "avx2": restricted_to_avx2(plan) if plan.avx2 and above_avx2 else None,
+        "restricted": {level: restricted(plan, RESTRICTED[level]) for level in (emulable() if plan.avx2 else [])},
     }
 
 
@@ -483,13 +502,13 @@ def markdown(results: dict) -> str:
               "speckle2self's CLI, its Slicer despeckling process and batch workers keep large freed blocks for "
               "the next frame (`speckle2self/allocator.py`); every figure above is measured so. A plain Python "
               "process running the same network keeps glibc's defaults:", ""] + _plain_table(results)
-    avx2 = results.get("avx2")
-    if avx2:
-        lines += ["", "## Restricted to AVX2 code paths (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)", "",
-                  "The same processor with torch's and OpenVINO's kernels limited to AVX2, as on CPUs without "
-                  "AVX-512: an emulation, not a measurement on such a CPU. " + _machine_line(avx2), ""]
-        lines += _paths_table(avx2) + [""] + _despeckle_table(avx2) + [""] + _cine_table(avx2)
-        lines += [""] + _training_table(avx2) + [""] + _plain_table(avx2)
+    for level, figures in results.get("restricted", {}).items():
+        env = ", ".join(f"{k}={v}" for k, v in RESTRICTED[level].items())
+        lines += ["", f"## Restricted to {level} code paths ({env})", "",
+                  f"The same processor with torch's and OpenVINO's kernels limited to {level}, as on CPUs without "
+                  "AVX-512: an emulation, not a measurement on such a CPU. " + _machine_line(figures), ""]
+        lines += _paths_table(figures) + [""] + _despeckle_table(figures) + [""] + _cine_table(figures)
+        lines += [""] + _training_table(figures) + [""] + _plain_table(figures)
     return "\n".join(lines + [""])
 
 
