@@ -8,12 +8,13 @@ to tens of seconds, so 'auto' only does it for a job large enough to earn it bac
 The calibration frames are real scans bundled with the package (`models/calibration_frames.npz`, BSD-3
 frames of PlusLibData, see models/README.md). Activation ranges are NNCF's histogram ranges (the least
 quantisation error over all calibration frames): the frames' extremes left the despeckled PyMUST disk frames
-38.4-39.4 dB from the fp32 path (42.4-42.7 so), and ranges averaged over frames clipped a bright specular
+38.4-39.4 dB from the fp32 path (42.3-42.8 so, recipe 3), and ranges averaged over frames clipped a bright specular
 wall of a held-out prostate frame (8-bit error up to 97 levels; 26 so). The decoder's transposed
 convolutions are converted as convolutions and pixel shuffles (`subpixel`): OpenVINO runs transposed ones in
 f32 only (19.6 instead of 26.8 ms per 512 x 512 frame). The last decoder level (the
 transposed convolution into it, its residual block and the output layer) stays in floating point, bf16
-where that is fast: quantised, it cost most of the fidelity; narrower networks keep two levels so.
+where that is fast: quantised, it cost most of the fidelity (its residual block quantised as well: 33.5-38.2
+dB); narrower networks keep two levels so.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ FLOAT_LAYERS = (r".*decoder\.[567][./].*",)
 """OpenVINO node names (from the module path) of the layers kept in floating point."""
 NARROW_FLOAT_LAYERS = (r".*decoder\.[34567][./].*",)
 """The same for networks narrower than the paper's 32 (the fast student): the last two decoder levels, as
-with the last one alone its despeckled held-out real frames were 36.3-41.3 dB from its fp32 path's (44.0-49.6 so)."""
+with the last one alone its despeckled held-out real frames were 36.3-41.3 dB from its fp32 path's (41.8-47.0 so, recipe 3)."""
 
 
 def float_layers(net: InferenceNet) -> tuple[str, ...]:
