@@ -63,7 +63,7 @@ QUICK = SpeedPlan(sizes=(64,), despeckle_shapes=((64, 64), (47, 81)), despeckle_
                   cine_size=64, train_steps=2, compile=False, avx2=False)
 
 
-def _timed(fn, repeats: int, warmup: int = 1) -> float:
+def timed(fn, repeats: int, warmup: int = 1) -> float:
     """Median seconds of `fn()` over `repeats` calls after `warmup` calls (the median, as a busy neighbour on
     a shared machine slows single calls)."""
     for _ in range(warmup):
@@ -79,7 +79,7 @@ def _timed(fn, repeats: int, warmup: int = 1) -> float:
 def matmul_peak(dtype: torch.dtype, n: int = 2048) -> float:
     """GFLOP/s of an n x n matrix product in `dtype`: the machine's practical peak."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return 2 * n ** 3 / _timed(lambda: a @ b, 5) / 1e9
+    return 2 * n ** 3 / timed(lambda: a @ b, 5) / 1e9
 
 
 def network_gflop(net: torch.nn.Module, size: int) -> float:
@@ -196,7 +196,7 @@ def _path_rows(net: torch.nn.Module, paths, x: torch.Tensor, repeats: int, peak_
         first = time.perf_counter()
         run(x)  # compiles where the path compiles
         prepare = time.perf_counter() - first
-        seconds = _timed(lambda: run(x), repeats, warmup=1)
+        seconds = timed(lambda: run(x), repeats, warmup=1)
         rows.append({"size": size, "path": name, "ms_per_frame": 1e3 * seconds,
                      "gflops": gflop / seconds, "peak_fraction": gflop / seconds / peak_fp32,
                      "first_call_s": prepare})
@@ -216,7 +216,7 @@ def end_to_end(plan: SpeedPlan) -> list[dict]:
         for name, options in (("reference", {"precision": "fp32", "batch_size": 4}), ("default", {}),
                               ("fast model (--model fast)", {"weights": shipped_weights("fast")})):
             despeckle(stack[:1], **options)  # the int8 network is prepared (or read from the cache) once
-            seconds = _timed(lambda: despeckle(stack, **options), 3, warmup=0)
+            seconds = timed(lambda: despeckle(stack, **options), 3, warmup=0)
             rows.append({"shape": f"{h}x{w}", "path": name, "ms_per_frame": 1e3 * seconds / len(stack)})
     return rows
 
@@ -303,14 +303,14 @@ def _peak_rss_kib(command: list[str], env: dict | None = None) -> float:
 
 
 def training_step(precision: str, steps: int, size: int = 256, batch: int = 4, compile: bool = False,
-                  width: int = 32) -> float:
+                  width: int = 32, device: str = "cpu") -> float:
     """Median seconds of a full fine-tuning step (three branches, batch, size x size crops) of a network of
-    `width`, first excluded (with `compile`, that first step is where torch.compile runs)."""
+    `width` on `device`, first excluded (with `compile`, that first step is where torch.compile runs)."""
     from ..training import TrainConfig, train
 
     crops = np.random.default_rng(0).random((2, max(size, 64) * 2, max(size, 64) * 2), dtype=np.float32)
     result = train([crops], TrainConfig(steps=steps + 1, size=size, batch=batch, precision=precision,
-                                        compile=compile, width=width), device="cpu")
+                                        compile=compile, width=width), device=device)
     times = np.diff([0.0] + [t for _, t, _ in result.history])[1:]
     return float(np.median(times))
 
@@ -333,7 +333,7 @@ def plain_figures(plan: SpeedPlan, precision: str) -> dict:
     net = shipped_nets()["default"]
     x = torch.rand(1, 1, plan.sizes[-1], plan.sizes[-1])
     with torch.inference_mode():
-        seconds = _timed(lambda: net(x), plan.repeats, warmup=1)
+        seconds = timed(lambda: net(x), plan.repeats, warmup=1)
     return {"size": plan.sizes[-1], "eager_fp32_ms": 1e3 * seconds, "precision": precision,
             "training_step_s": training_step(precision, plan.train_steps, _train_size(plan))}
 
