@@ -120,12 +120,12 @@ _keys: "weakref.WeakKeyDictionary[InferenceNet, tuple[tuple[int, ...], str]]" = 
 def key(net: InferenceNet) -> str:
     """Names a quantised model: the network's tensors, the recipe and the calibration frames (an OpenVINO
     model file is readable by later OpenVINO versions, so theirs is not part of it)."""
-    state = net.state_dict()
-    versions = tuple(t._version for t in state.values())  # bumped by every in-place change (training)
+    tensors = [*net.parameters(), *net.buffers()]  # cheaper than state_dict(), hashed only when changed
+    versions = tuple(id(t) for t in tensors) + tuple(t._version for t in tensors)  # bumped by in-place changes
     known = _keys.get(net)
     if known is None or known[0] != versions:
         recipe = hashlib.sha256(repr((RECIPE, float_layers(net))).encode() + CALIBRATION.read_bytes()).hexdigest()
-        known = _keys[net] = (versions, f"{weights.tensor_digest(state)[:24]}-{recipe[:12]}")
+        known = _keys[net] = (versions, f"{weights.tensor_digest(net.state_dict())[:24]}-{recipe[:12]}")
     return known[1]
 
 
