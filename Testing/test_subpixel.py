@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from speckle2self.inference import inference_model
-from speckle2self.subpixel import SubPixelConvolution, subpixel_copy, with_depth_to_space
+from speckle2self.subpixel import SubPixelConvolution, openvino_model, subpixel_copy
 
 
 def test_a_transposed_convolution_and_its_rewrite_agree():
@@ -33,7 +33,7 @@ def test_the_rewritten_network_and_its_openvino_model_equal_the_shipped_network(
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in rewritten.modules())
     assert any(isinstance(m, nn.ConvTranspose2d) for m in net.modules())  # the original is untouched
     x = torch.rand(1, 1, 96, 160)
-    model = with_depth_to_space(ov.convert_model(rewritten.eval(), example_input=x, input=[(-1, 1, -1, -1)]))
+    model = openvino_model(net, x)
     kinds = [op.get_type_name() for op in model.get_ordered_ops()]
     assert kinds.count("DepthToSpace") == 4 and "ConvolutionBackpropData" not in kinds and "Transpose" not in kinds
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

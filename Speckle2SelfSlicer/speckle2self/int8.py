@@ -18,7 +18,6 @@ dB); narrower networks keep two levels so.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import importlib.util
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 from .network import InferenceNet
-from .subpixel import subpixel_copy, with_depth_to_space
+from .subpixel import openvino_model
 from . import weights
 
 RECIPE = "3"
@@ -90,10 +89,7 @@ def _quantise(net: InferenceNet, target: Path) -> None:
 
     nncf.set_log_level(logging.ERROR)
     calibration = calibration_frames()
-    with torch.no_grad():
-        model = with_depth_to_space(ov.convert_model(subpixel_copy(net).float().cpu().eval(),
-                                                     example_input=torch.from_numpy(calibration[0]),
-                                                     input=[(-1, 1, -1, -1)]))
+    model = openvino_model(net, torch.from_numpy(calibration[0]))
     quantised = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
                               preset=nncf.QuantizationPreset.MIXED,
                               ignored_scope=nncf.IgnoredScope(patterns=list(float_layers(net))),

@@ -48,11 +48,21 @@ class SubPixelConvolution(nn.Module):
 def subpixel_copy(net: nn.Module) -> nn.Module:
     """A copy of `net` with every transposed convolution rewritten (`SubPixelConvolution`); `net` is unchanged."""
     net = copy.deepcopy(net)
-    for name, module in list(net.named_modules()):
+    for module in list(net.modules()):
         for child, layer in list(module.named_children()):
             if isinstance(layer, nn.ConvTranspose2d):
                 setattr(module, child, SubPixelConvolution(layer))
     return net
+
+
+def openvino_model(net: nn.Module, example: torch.Tensor):
+    """`net` converted to OpenVINO (any batch and frame size) as its `subpixel_copy`, pixel shuffles as
+    DepthToSpace (`with_depth_to_space`)."""
+    import openvino as ov
+
+    with torch.no_grad():
+        return with_depth_to_space(ov.convert_model(subpixel_copy(net).float().cpu().eval(), example_input=example,
+                                                    input=[(-1, 1, -1, -1)]))
 
 
 def with_depth_to_space(model):

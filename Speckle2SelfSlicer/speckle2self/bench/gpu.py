@@ -100,17 +100,22 @@ def markdown(results: dict) -> str:
              f"| batch | path | ms per {results['size']} x {results['size']} frame | speed-up over eager fp32 | first call (s) |",
              "|---|---|---|---|---|"]
     eager = {r["batch"]: r["ms_per_frame"] for r in results["inference"] if r["path"] == "eager fp32"}
-    lines += [f"| {r['batch']} | {r['path']} | {r['ms_per_frame']:.2f} | {eager[r['batch']] / r['ms_per_frame']:.2f}x | "
-              f"{r['first_call_s']:.1f} |" if "error" not in r else f"| {r['batch']} | {r['path']} | failed: "
-              f"{r['error']} | - | - |" for r in results["inference"]]
-    side = results["step_size"]
+    lines += [_inference_line(r, eager.get(r["batch"])) for r in results["inference"]]
     if not results.get("steps"):
         return "\n".join(lines + [""])
+    side = results["step_size"]
     lines += ["", f"| fine-tuning step (three branches, {side} x {side}) | batch | seconds/step | pixels/s |",
               "|---|---|---|---|"]
     lines += [f"| {r['precision']} | {r['batch']} | {r['seconds_per_step']:.3f} | "
               f"{3 * r['batch'] * side * side / r['seconds_per_step']:.2e} |" for r in results["steps"]]
     return "\n".join(lines + [""])
+
+
+def _inference_line(row: dict, eager_ms: float | None) -> str:
+    if "error" in row:
+        return f"| {row['batch']} | {row['path']} | failed: {row['error']} | - | - |"
+    ratio = f"{eager_ms / row['ms_per_frame']:.2f}x" if eager_ms else "-"
+    return f"| {row['batch']} | {row['path']} | {row['ms_per_frame']:.2f} | {ratio} | {row['first_call_s']:.1f} |"
 
 
 def measure(out: Path, repeats: int = 20, steps: int = 10, batches=BATCHES, size: int = SIZE,

@@ -40,8 +40,8 @@ RESTRICTED = {"AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx
               "AVX2 with AVX-VNNI": {"ONEDNN_MAX_CPU_ISA": "AVX2_VNNI", "ATEN_CPU_CAPABILITY": "avx2"}}
 """Environments that restrict torch's and OpenVINO's kernels to AVX2 code paths (the second with the
 8-bit dot-product instructions of AVX-VNNI, which OpenVINO's int8 kernels use)."""
-VNNI_FLAG = "avx_vnni"
-"""/proc/cpuinfo's flag for AVX-VNNI: only a processor that has it can emulate the second."""
+NEEDS_FLAG = {"AVX2 with AVX-VNNI": "avx_vnni"}
+"""The /proc/cpuinfo flag a processor needs to emulate a level of `RESTRICTED`."""
 
 
 @dataclass(frozen=True)
@@ -149,11 +149,11 @@ def _openvino(net: torch.nn.Module, hint: str, subpixel: bool = False):
     convolutions rewritten as the int8 path has them (`speckle2self.subpixel`)."""
     import openvino as ov
 
-    from ..subpixel import subpixel_copy, with_depth_to_space
+    from ..subpixel import openvino_model
 
-    model = ov.convert_model(subpixel_copy(net) if subpixel else net, example_input=torch.zeros(1, 1, 64, 64),
-                             input=[(-1, 1, -1, -1)])
-    model = with_depth_to_space(model) if subpixel else model
+    example = torch.zeros(1, 1, 64, 64)
+    model = (openvino_model(net, example) if subpixel
+             else ov.convert_model(net, example_input=example, input=[(-1, 1, -1, -1)]))
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
                                                       "INFERENCE_NUM_THREADS": torch.get_num_threads()})
     return lambda x: compiled(x.numpy())[0]
@@ -400,7 +400,7 @@ def emulable(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
     if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         return []
     flags = cpuinfo.read_text().split() if cpuinfo.is_file() else []
-    return [level for level in RESTRICTED if "VNNI" not in level or VNNI_FLAG in flags]
+    return [level for level in RESTRICTED if level not in NEEDS_FLAG or NEEDS_FLAG[level] in flags]
 
 
 def bench_speed(plan: SpeedPlan = SpeedPlan(), data: Path | None = None) -> dict:
