@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -11,9 +12,9 @@ import slicer.util  # noqa: E402
 import vtk  # noqa: E402
 
 from speckle2self.errors import Cancelled, UserError  # noqa: E402
-from speckle2self.inference import despeckle  # noqa: E402
+from speckle2self.inference import despeckle, despeckle_job  # noqa: E402
 from speckle2self.training import FINETUNE_LR  # noqa: E402
-from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models,  # noqa: E402
+from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, SCALE_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models,  # noqa: E402
                                    displayed_volume, list_finetuned_models)
 
 FRAME = (slice(100, 164), slice(250, 314))
@@ -224,7 +225,10 @@ def test_sequence_gives_new_synchronized_sequence_of_same_length(scene, logic, f
     assert [output.GetNthIndexValue(i) for i in range(12)] == [sequence.GetNthIndexValue(i) for i in range(12)]
     for i in range(12):
         assert_same_geometry(output.GetNthDataNode(i), sequence.GetNthDataNode(i))
+    # one speckle scale for the whole cine, although its frames are despeckled in groups
     np.testing.assert_array_equal(np.concatenate(sequence_frames(output)), despeckle(frames, weights=tiny_weights))
+    chosen = despeckle_job(frames, weights=tiny_weights).info["scale"]
+    assert json.loads(output.GetAttribute(SCALE_ATTRIBUTE)) == chosen
     assert [checksum(sequence.GetNthDataNode(i)) for i in range(12)] == before
 
     # The output plays along: its proxy shows the despeckled version of the selected frame.

@@ -4,6 +4,7 @@ torch and MONAI are imported when a job is made, never when this module is impor
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from .finetuned import default_models_dir, new_model_path
 FRAMES = ("all", "current")
 """For a sequence: despeckle every frame into a new synchronized sequence, or only the current frame."""
 MODEL_ATTRIBUTE = "Speckle2Self.Model"
+SCALE_ATTRIBUTE = "Speckle2Self.Scale"
+"""Output node attribute: the speckle-scale resampling used (JSON: factor, measured and model grain)."""
 """Output node attribute: the checkpoint that made it ("default" for the shipped model)."""
 GROUP_FRAMES = 16
 """Frames of small volumes (a cine's 2-D frames) gathered into one stack when no batch size is given."""
@@ -127,7 +130,8 @@ class Speckle2SelfLogic:
     def process_job(self, inputNode, outputNode=None, frames: str = "all", weights: Path | str | None = None,
                     device: str = "auto", gamma: float = 1.0, batch_size: int | None = None, precision: str = "auto",
                     finetune_steps: int | None = None, finetune_minutes: float | None = None,
-                    finetune_size: int = 256, save_finetuned: bool = True, log_bias: bool = False) -> Job:
+                    finetune_size: int = 256, save_finetuned: bool = True, log_bias: bool = False,
+                    scale: float | str = "auto") -> Job:
         """A job that despeckles `inputNode` into `outputNode` (None: a new node) and returns the output node.
 
         Input: a scalar or vector (RGB, RGBA) volume, 2-D or 3-D (frames along the slowest axis), a sequence
@@ -137,14 +141,17 @@ class Speckle2SelfLogic:
         (crops of `finetune_size`) and, with `save_finetuned`, saved in `modelsDir`. The input is never
         modified; a cancelled or failed job leaves the scene as it was. `log_bias` True shows the log of the
         mean echo intensity instead of the input's mean brightness (see `speckle2self.postprocess`).
+        `scale` resamples the frames as `speckle2self.inference.despeckle_job` does ('auto': to the model's
+        speckle grain), chosen once for all frames; the output's attribute SCALE_ATTRIBUTE records it.
         """
         source, output = self._prepare(inputNode, outputNode, frames)
+        resampling = self._scale(source, weights, scale)
         finetune = finetune_steps is not None or finetune_minutes is not None
         trainer = (self._trainer(source, weights, device, precision, finetune_steps, finetune_minutes,
-                                 finetune_size) if finetune else None)
+                                 finetune_size, resampling["factor"]) if finetune else None)
         model = None if trainer is not None else self._model(weights, device)
         despeckle_options = {"device": device, "gamma": gamma, "batch_size": batch_size, "precision": precision,
-                             "log_bias": log_bias}
+                             "log_bias": log_bias, "scale": resampling["factor"]}
 
         def work(job: Job):
             with _SceneWatch(source.scene, job):
@@ -161,7 +168,9 @@ class Speckle2SelfLogic:
                     else:
                         net, used = result.model, model_label(weights, NOT_SAVED)
                 arrays = yield from self._despeckle(job, source.arrays, net, **despeckle_options)
-                return self._store(source, output, arrays, used)
+                node = self._store(source, output, arrays, used)
+                node.SetAttribute(SCALE_ATTRIBUTE, json.dumps(resampling))
+                return node
 
         return Job(work, f"Speckle2Self: {source.name}")
 
@@ -261,14 +270,28 @@ class Speckle2SelfLogic:
                                 "despeckle B-mode images or volumes made of B-mode frames")
 
     @staticmethod
-    def _trainer(source: _Input, weights, device, precision, steps, minutes, size):
-        """A fine-tuning job on the input's grey frames, starting from `weights`, with its progress total."""
+    def _scale(source: _Input, weights, scale) -> dict:
+        """The resampling of every frame of the input (`speckle2self.scale.choose`), decided once."""
+        from speckle2self import scale as sc
+        from speckle2self.frames import grey_frame, validate
+        from speckle2self.inference import training_grain
+
+        frames = [(a, i) for a in source.arrays for i in range(len(a))]
+        picked = [frames[k] for k in sc.spread(len(frames))]
+        grey = [grey_frame(a, validate(a), i) for a, i in picked]
+        return sc.choose(grey, scale, training_grain(weights))
+
+    @staticmethod
+    def _trainer(source: _Input, weights, device, precision, steps, minutes, size, factor):
+        """A fine-tuning job on the input's grey frames at the resampling `factor`, starting from `weights`,
+        with its progress total."""
         from speckle2self.finetuning import finetune_job
         from speckle2self.frames import grey_stack
 
         sources = [grey_stack(a) for a in source.arrays]
         extra = {"source": source.name, "application": "3D Slicer (Speckle2SelfSlicer)"}
-        job = finetune_job(sources, weights, steps, minutes, size, precision, device=device, card_extra=extra)
+        job = finetune_job(sources, weights, steps, minutes, size, precision, device=device, card_extra=extra,
+                           scale=factor)
         return _Trainer(job, steps if steps is not None else minutes * 60)
 
     def _save(self, result, source_name: str) -> Path:

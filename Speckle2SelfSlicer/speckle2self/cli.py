@@ -36,7 +36,7 @@ def _json_lines(job: Job, phase: str, **fields):
     phase, done, total, elapsed and seconds_left (null before the first unit), message and `fields`."""
     def show(p: Progress) -> None:
         print(json.dumps({"phase": phase, "done": p.done, "total": p.total, "elapsed": round(p.elapsed, 3),
-                          "seconds_left": p.seconds_left, "message": p.message, **fields}), flush=True)
+                          "seconds_left": p.seconds_left, "message": p.message, **job.info, **fields}), flush=True)
     return job.run(show)
 
 
@@ -63,7 +63,7 @@ def _finetune(image_array: np.ndarray, source: Path, args, **fields) -> object:
     extra = {"source": source.stem, "command": "speckle2self " + shlex.join(args.argv)}
     job = finetune_job([image_array], weights=args.weights, steps=args.finetune_steps,
                        minutes=args.finetune_minutes, size=args.finetune_size, precision=args.precision,
-                       device=args.device, card_extra=extra)
+                       device=args.device, card_extra=extra, scale=args.scale)
     result = _run(job, args, "step", "fine-tuning", **fields)
     if args.progress == "json":
         print(json.dumps({"phase": "fine-tuning", "accepted": result.accepted, "verdict": result.verdict,
@@ -100,7 +100,8 @@ def _despeckle_options(args) -> dict:
     return {"device": args.device, "gamma": args.gamma, "batch_size": args.batch,
             "memory_limit": MEMORY_LIMIT if args.max_memory is None else int(args.max_memory * GIB),
             "precision": args.precision, "match_brightness": not args.network_brightness,
-            "smoothing": args.smoothing, "log_bias": args.log_bias, "degrid": not args.keep_grid}
+            "smoothing": args.smoothing, "log_bias": args.log_bias, "degrid": not args.keep_grid,
+            "scale": args.scale}
 
 
 def cmd_despeckle(args) -> None:
@@ -173,13 +174,24 @@ def _training_data(args) -> tuple[list, dict]:
     return sources, {"command": "speckle2self " + shlex.join(args.argv), "data": [Path(p).name for p in args.data]}
 
 
+def _grain(value: str) -> float | None:
+    """--grain: 'native' or a positive number of pixels."""
+    if value == "native":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"Grain {value!r} is not a number of pixels", "use e.g. --grain 6, or --grain native") from None
+
+
 def cmd_train(args) -> None:
     from .training import TrainConfig, train_job
 
     sources, extra = _training_data(args)
     config = TrainConfig(steps=args.steps, minutes=args.minutes, size=args.size, batch=args.batch,
                          seed=args.seed, width=args.width, head=args.head, checkpoint_minutes=args.checkpoint_minutes,
-                         precision=args.precision, lr=args.lr, compile=args.compile)
+                         precision=args.precision, lr=args.lr, compile=args.compile,
+                         grain=_grain(args.grain), resume=args.resume)
     result = _progress_bar(train_job(sources, config, init=args.init, device=args.device, out=args.out,
                                      card_extra=extra), "step")
     print(json.dumps({k: result.card[k] for k in ("steps", "seconds", "final_loss", "sha256")}))
@@ -356,6 +368,9 @@ def _despeckle_arguments(command: argparse.ArgumentParser) -> None:
                          "brighter in fully developed speckle) instead of the mean of the log-compressed speckle")
     command.add_argument("--keep-grid", action="store_true", help="keep the decoder's 16-pixel periodic pattern "
                          "(default: removed by a notch filter at its frequencies)")
+    command.add_argument("--scale", default="auto", help="resample each frame by this factor before the network "
+                         "and back after; auto (default) measures the speckle grain and brings it to the model's "
+                         "training grain; 1 runs on the file's own grid")
     command.add_argument("--batch", type=int, help="frames per batch (default: automatic, cache-sized on a CPU)")
     command.add_argument("--max-memory", type=float, help="GiB one batch of frames may use (default 8); batches "
                          "shrink to fit, a frame that needs more is refused")
@@ -379,7 +394,8 @@ def parser() -> argparse.ArgumentParser:
                    "keeps it, in this file (a model card goes beside it; one input) and despeckle with it as saved")
     d.add_argument("--progress", choices=("bar", "json"), default="bar",
                    help="bar: a progress bar on stderr; json: one JSON line per update on stdout (phase "
-                   "fine-tuning or despeckling, done, total, elapsed, seconds_left, message, input, inputs), "
+                   "fine-tuning or despeckling, done, total, elapsed, seconds_left, message, input, inputs, "
+                   "scale: the resampling factor with the measured and the model's speckle grain), "
                    "and after fine-tuning one with the safeguard's accepted and verdict")
     d.add_argument("--preview", help="also write a before/after PNG of the middle frame (one input)")
     d.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -414,6 +430,10 @@ def parser() -> argparse.ArgumentParser:
                    "polishes an --init model)")
     t.add_argument("--seed", type=int, default=777)
     t.add_argument("--init", help="start from this checkpoint (fine-tuning, resuming)")
+    t.add_argument("--resume", action="store_true", help="also restore Adam's state saved beside --init "
+                   "(FILE.adam.pt, written with every checkpoint), to go on with a stopped run")
+    t.add_argument("--grain", default="6", help="speckle grain in pixels every frame is resampled to before "
+                   "training (default 6, the shipped models'; 'native' trains on the files' own grids)")
     t.add_argument("--device", default="auto")
     t.add_argument("--checkpoint-minutes", type=float, default=10.0)
     t.add_argument("--compile", action="store_true", help="run the network through torch.compile: tens of seconds "

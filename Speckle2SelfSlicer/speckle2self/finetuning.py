@@ -16,19 +16,23 @@ import numpy as np
 import torch
 
 from . import frames as fr
-from .inference import resolve_device
+from . import scale as sc
+from .inference import resolve_device, training_grain
 from .jobs import Job, follow
 from .losses import speckle2self_loss
 from .metrics import edge_sharpness, homogeneity
 from .network import DOWNSAMPLING, Speckle2SelfNet
 from .perturbation import perturb
-from .training import FINETUNE_LR, TrainResult, finetune_config, initial_model, train_job
+from .training import FINETUNE_LR, TrainResult, check_sources, finetune_config, initial_model, train_job
 from .weights import DEFAULT_WEIGHTS
 
 CHECK_FRAMES = 8
 """Frames (evenly spread over the sources) the safeguard despeckles with both models."""
 CHECK_SIDE = 512
 """The safeguard looks at the central CHECK_SIDE x CHECK_SIDE part of larger frames (bounded cost)."""
+MAX_FRAMES = 64
+"""Frames (evenly spread over the sources) fine-tuning trains on: a long cine's neighbouring frames add little
+and every frame is held in memory on the resampled grid."""
 TOLERANCE = {"loss": 0.02, "homogeneity": 0.01, "sharpness": 0.02}
 """How much worse than the un-tuned model each check may come out (relative for the loss and the sharpness,
 absolute for the homogeneity) before the fine-tuned model is refused."""
@@ -88,17 +92,38 @@ def compare(before: dict[str, float], after: dict[str, float]) -> dict[str, dict
             for name in before}
 
 
+def on_grid(sources: Sequence[np.ndarray], factor: float) -> list[np.ndarray]:
+    """Up to MAX_FRAMES frames of `sources`, evenly spread, each normalised to [0, 1] and resampled by
+    `factor` (as despeckling resamples them), one float32 stack per source that keeps any."""
+    stacks = [s if s.ndim == 3 else s[None] for s in sources]
+    every = [(k, i) for k, s in enumerate(stacks) for i in range(len(s))]
+    picked = np.linspace(0, len(every) - 1, min(MAX_FRAMES, len(every))).round().astype(int)
+    kept: dict[int, list[np.ndarray]] = {}
+    for k, i in (every[j] for j in np.unique(picked)):
+        kept.setdefault(k, []).append(sc.resampled(fr.normalise(stacks[k][i])[0], factor))
+    return [np.stack(frames) for frames in kept.values()]
+
+
 def finetune_job(sources: Sequence[np.ndarray], weights: Path | str | None = None, steps: int | None = None,
                  minutes: float | None = None, size: int = 256, precision: str = "auto", lr: float = FINETUNE_LR,
-                 device: str | torch.device = "auto", card_extra: dict | None = None) -> Job[FinetuneResult]:
+                 device: str | torch.device = "auto", card_extra: dict | None = None,
+                 scale: float | str = "auto") -> Job[FinetuneResult]:
     """A job that fine-tunes the model in `weights` (None: the shipped model) on `sources` (grey (H, W)
     images or (N, H, W) stacks) for `steps` or `minutes`, then keeps it only if the safeguard finds it no
-    worse than the un-tuned model on the user's own frames. Options are checked before any work; the
+    worse than the un-tuned model on the user's own frames. It trains and checks on the grid despeckling
+    uses (`scale` as for `despeckle_job`: 'auto' resamples the frames so that their speckle grain is the
+    model's training grain); the job's `info` says which. Options are checked before any work; the
     despeckling precision 'int8' fine-tunes at 'auto'."""
+    sources = check_sources(sources)
+    grain = training_grain(weights)
+    frames = [f for s in sources for f in (s if s.ndim == 3 else s[None])]
+    info = sc.choose([frames[i] for i in sc.spread(len(frames))], scale, grain)
+    sources = on_grid(sources, info["factor"])
     config = finetune_config(sources, steps, minutes, size, "auto" if precision == "int8" else precision, lr)
     model, card = initial_model(Path(weights) if weights is not None else DEFAULT_WEIGHTS)
     initial = copy.deepcopy(model)  # training moves `model` in place
-    training = train_job(sources, config, init=model, init_card=card, device=device, card_extra=card_extra)
+    extra = {**(card_extra or {}), "speckle_grain": grain, "finetune_scale": info}
+    training = train_job(sources, config, init=model, init_card=card, device=device, card_extra=extra)
     frames = check_frames(sources)
     dev = resolve_device(device)
 
@@ -110,7 +135,7 @@ def finetune_job(sources: Sequence[np.ndarray], weights: Path | str | None = Non
         card = {**result.card, "finetune_checks": checks, "finetune_accepted": accepted}
         return FinetuneResult(result.model if accepted else initial.eval(), card, result.history, accepted, checks)
 
-    return Job(work, "fine-tuning")
+    return Job(work, "fine-tuning", info={"scale": info})
 
 
 def finetune(sources: Sequence[np.ndarray], **options) -> FinetuneResult:

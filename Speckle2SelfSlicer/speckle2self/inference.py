@@ -10,12 +10,13 @@ import torch.nn.functional as F
 
 from . import frames as fr
 from . import int8
+from . import scale as sc
 from .errors import UserError
 from .jobs import Job
 from .network import DOWNSAMPLING, InferenceNet, Speckle2SelfNet
 from .postprocess import SMOOTHING, brightness_matched, degridded, log_bias_removed, smoothed
 from .precision import autocast, bf16_is_fast, resolve_precision
-from .weights import DEFAULT_WEIGHTS, load_checkpoint, stamped_sha256
+from .weights import DEFAULT_WEIGHTS, load_checkpoint, read_card, stamped_sha256
 
 GIB = 2 ** 30
 MEMORY_LIMIT = 8 * GIB
@@ -50,6 +51,13 @@ def inference_model(weights: Path | str | None = None, device: str | torch.devic
     if not path.is_file():
         raise UserError(f"Weights file {path} not found", "check --weights or reinstall the package")
     return _cached_model(str(path.resolve()), stamped_sha256(path), str(resolve_device(device)))
+
+
+def training_grain(weights: Path | str | None = None) -> float:
+    """The speckle grain (pixels) a checkpoint was trained at, from its card; `scale.REFERENCE_GRAIN` for cards
+    that record none."""
+    card = read_card(Path(weights) if weights is not None else DEFAULT_WEIGHTS)
+    return float(card.get("speckle_grain") or sc.REFERENCE_GRAIN)
 
 
 def _as_inference(model: InferenceNet | Speckle2SelfNet) -> InferenceNet:
@@ -111,7 +119,8 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
                   model: InferenceNet | Speckle2SelfNet | None = None, device: str | torch.device = "auto",
                   gamma: float = 1.0, batch_size: int | None = None, memory_limit: int = MEMORY_LIMIT,
                   precision: str = "auto", match_brightness: bool = True, smoothing: float = SMOOTHING,
-                  log_bias: bool = False, degrid: bool = True) -> Job[np.ndarray]:
+                  log_bias: bool = False, degrid: bool = True, scale: float | str = "auto",
+                  grain: float | None = None) -> Job[np.ndarray]:
     """A job that despeckles `array` (see `frames` for layouts) and returns a new array of the same
     shape, dtype and per-frame intensity range. The input is never modified. Batches (automatic by
     default) are made smaller to stay within `memory_limit` bytes; a frame that alone needs more is
@@ -123,7 +132,11 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     it to its input's brightness (False keeps the network's own min-max mapping), `smoothing` is a Gaussian
     sigma in pixels (default 0: none) and `log_bias` True maps the mean of the log-speckle to the log of the
     mean intensity (default False keeps the mean displayed value: the log-bias step lowered the similarity to
-    the method's published output on real carotid scans, SSIM 0.716 -> 0.657 with the previous model)."""
+    the method's published output on real carotid scans, SSIM 0.716 -> 0.657 with the previous model).
+    `scale` resamples every frame by a factor before the network and back after (`scale`: bicubic in, area
+    out): 'auto' chooses the factor that brings the speckle grain measured on the input to the `grain` the
+    model was trained at (None: from the weights' card); 1 runs on the input's own grid. The job's `info`
+    says what was measured and chosen."""
     layout = fr.validate(array)
     if not gamma > 0:
         raise UserError(f"Gamma must be positive, got {gamma}", "use e.g. --gamma 1.0")
@@ -136,23 +149,30 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     net = (_as_inference(model).to(dev).eval() if model is not None else inference_model(weights, dev))
     total = fr.frame_count(layout)
     h, w = fr.frame_shape(array, layout)
-    worth = precision == "auto" and dev.type == "cpu" and int8_pays(net, total * h * w)  # hashes the net once
+    info = sc.choose([fr.grey_frame(array, layout, i) for i in sc.spread(total)], scale,
+                     training_grain(weights) if grain is None else grain)
+    factor = info["factor"]
+    sh, sw = sc.scaled_shape(h, w, factor)
+    worth = precision == "auto" and dev.type == "cpu" and int8_pays(net, total * sh * sw)  # hashes the net once
     precision = resolve_precision(precision, dev, despeckling=True, int8_pays=worth)
-    batch_size = min(batch_size or automatic_batch(h, w, dev), _frames_that_fit(h, w, net, memory_limit))
+    batch_size = min(batch_size or automatic_batch(sh, sw, dev), _frames_that_fit(sh, sw, net, memory_limit))
+    at = f" at {factor:g}x" if factor != 1 else ""
 
     def work(job: Job):
         out = array.copy() if layout.colour else np.empty_like(array)
         if precision == "int8" and int8.cached(net) is None:
             yield job.progress(0, total, "preparing the int8 model of these weights (once)")
         forward = network_function(net, precision, dev)
-        yield job.progress(0, total, "despeckling")
+        yield job.progress(0, total, "despeckling" + at)
         for start in range(0, total, batch_size):
             job.check()
             indices = range(start, min(start + batch_size, total))
             grey = [fr.grey_frame(array, layout, i) for i in indices]
             normalised = [fr.normalise(g) for g in grey]
-            padded = forward(pad_to_multiple(torch.from_numpy(np.stack([n[0] for n in normalised])[:, None])))
-            result = [(degridded(p) if degrid else p)[:h, :w] for p in padded]
+            batch = sc.to_grid(torch.from_numpy(np.stack([n[0] for n in normalised])[:, None]), factor)
+            padded = forward(pad_to_multiple(batch))
+            on_grid = np.stack([(degridded(p) if degrid else p)[:sh, :sw] for p in padded])
+            result = sc.from_grid(torch.from_numpy(on_grid)[:, None], (h, w), factor)[:, 0].numpy()
             for i, g, unit, (source, lo, hi) in zip(indices, grey, result, normalised):
                 outside = fr.background(g)
                 inside = ~outside
@@ -166,10 +186,10 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
                 frame = fr.to_range(unit, lo, hi, array.dtype)
                 frame[outside] = 0
                 fr.put_frame(out, layout, i, frame)
-            yield job.progress(indices[-1] + 1, total, f"frame {indices[-1] + 1}/{total}")
+            yield job.progress(indices[-1] + 1, total, f"frame {indices[-1] + 1}/{total}{at}")
         return out
 
-    return Job(work, "despeckling")
+    return Job(work, "despeckling", info={"scale": info})
 
 
 def despeckle(array: np.ndarray, **options) -> np.ndarray:

@@ -35,12 +35,15 @@ class Job(Generic[T]):
     """Wraps a generator `work(job)` that yields Progress and returns the result.
 
     Drive it with `run()` (blocking, optional callback), `for progress in job`, or `step()` from a
-    GUI timer. `cancel()` makes the next `job.check()` inside the work raise `Cancelled`; work must
+    GUI timer. `info` holds what the job decided up front (reported with its progress). `cancel()` makes
+    the next `job.check()` inside the work raise `Cancelled`; work must
     clean up what it created before the exception leaves it.
     """
 
-    def __init__(self, work: Callable[["Job[T]"], Generator[Progress, None, T]], description: str = ""):
+    def __init__(self, work: Callable[["Job[T]"], Generator[Progress, None, T]], description: str = "",
+                 info: dict | None = None):
         self.description = description
+        self.info = info or {}
         self.cancelled = False
         self.finished = False
         self.result: T | None = None

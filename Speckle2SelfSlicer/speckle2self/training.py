@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import time
@@ -21,7 +22,18 @@ from .losses import LossWeights, speckle2self_loss
 from .network import HEADS, SCALES, Speckle2SelfNet
 from .perturbation import perturb
 from .precision import autocast, resolve_precision
-from .weights import check_output_folder, load_checkpoint, save_checkpoint, sha256
+from .scale import factor_for, measure, resampled
+from .weights import (check_output_folder, load_checkpoint, load_optimiser_state, optimiser_path, save_checkpoint,
+                      sha256)
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(config: "TrainConfig", step: int, fraction: float) -> float:
+    """The learning rate of step `step` (from 0) when `fraction` of the budget is spent."""
+    rate = config.lr * (0.5 * (1 + math.cos(math.pi * min(1.0, fraction))) if config.schedule == "cosine" else 1.0)
+    return rate * min(1.0, (step + 1) / config.warmup) if config.warmup else rate
 
 
 @dataclass
@@ -47,6 +59,20 @@ class TrainConfig:
     compile: bool = False
     """Run the network through `torch.compile` (its compile time, tens of seconds, is paid on the first step;
     docs/performance.md measures whether it pays off)."""
+    grain: float | None = None
+    """Speckle grain (pixels, `scale`) every frame is resampled to before cropping, each by its own measured
+    factor; None trains on the frames' own grids (fine-tuning resamples the user's frames itself)."""
+    schedule: str = "constant"
+    """Learning rate over the budget: 'constant', or 'cosine' (half a cosine from `lr` down to zero at the end of
+    the steps or minutes)."""
+    warmup: int = 0
+    """Steps over which the learning rate rises linearly from zero (Adam's first steps on a trained network are
+    as large as `lr` whatever the gradient: a warm-up keeps them from throwing it off)."""
+    ema: float | None = None
+    """Decay of an exponential moving average of the weights, which is then the result (None: the last weights)."""
+    resume: bool = False
+    """Restore Adam's state saved beside the `init` checkpoint (`weights.optimiser_path`), so a run that was
+    stopped goes on where it was instead of restarting its moment estimates."""
 
     def validate(self) -> None:
         if (self.steps is None) == (self.minutes is None):
@@ -59,6 +85,13 @@ class TrainConfig:
             raise UserError(f"Unknown decoder head {self.head!r}", f"use one of {', '.join(HEADS)}")
         if self.batch < 1:
             raise UserError(f"Batch size must be at least 1, got {self.batch}", "e.g. --batch 4")
+        if self.grain is not None and not 0 < self.grain < float("inf"):
+            raise UserError(f"Training grain {self.grain} must be a positive number of pixels", "e.g. --grain 6")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"Unknown learning-rate schedule {self.schedule!r}", f"use one of {', '.join(SCHEDULES)}")
+        if self.warmup < 0 or (self.ema is not None and not 0 < self.ema < 1):
+            raise UserError("Warm-up steps must be 0 or more and the EMA decay between 0 and 1",
+                            "e.g. --warmup 20 --ema 0.99")
         if not 0 < self.lr <= 1:
             raise UserError(f"Learning rate {self.lr} must lie in (0, 1]", "e.g. --lr 1e-3")
 
@@ -72,14 +105,21 @@ class TrainResult:
 
 
 class CropSampler:
-    """Native-resolution square crops: a source uniformly, then one of its frames, then a position."""
+    """Square crops: a source uniformly, then one of its frames, then a position. With `grain`, each frame is
+    first resampled so that its speckle grain is `grain` pixels; else crops are at the frames' own grids."""
 
-    def __init__(self, sources: Sequence[np.ndarray], size: int, rng: np.random.Generator):
-        self.size, self.rng = size, rng
+    def __init__(self, sources: Sequence[np.ndarray], size: int, rng: np.random.Generator,
+                 grain: float | None = None):
+        self.size, self.rng, self.grain = size, rng, grain
+        self.factors: list[float] = []
         self.sources = [[self._prepare(f) for f in (s if s.ndim == 3 else s[None])] for s in sources]
 
     def _prepare(self, frame: np.ndarray) -> np.ndarray:
         unit, _, _ = fr.normalise(frame.astype(np.float32))
+        if self.grain is not None:
+            factor = factor_for(measure(unit), self.grain)
+            self.factors.append(factor)
+            unit = resampled(unit, factor)
         h, w = unit.shape
         pad = ((0, max(0, self.size - h)), (0, max(0, self.size - w)))
         return np.pad(unit, pad, mode="symmetric")
@@ -185,17 +225,26 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
     model, init_card = initial_model(init, config.width, config.head) if init_card is None else (init, init_card)
     model = model.to(dev)
 
+    resumed = load_optimiser_state(init) if config.resume else None
+
     def work(job: Job):
         nonlocal model
-        torch.manual_seed(config.seed)
-        rng = np.random.default_rng(config.seed)
-        sampler = CropSampler(sources, config.size, rng)
+        seed = config.seed + init_card.get("cumulative_steps", 0)  # a resumed run does not repeat its crops
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        sampler = CropSampler(sources, config.size, rng, config.grain)
         if config.head is not None and config.head != model.head:
             model = switch_head(model.eval(), config.head, sampler.batch(16).to(dev))
         model.train()
-        transform = augmentation(config.size, config.seed)
+        transform = augmentation(config.size, seed)
         optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+        if resumed is not None:
+            optimiser.load_state_dict(resumed)
+            for group in optimiser.param_groups:
+                group["betas"] = config.betas
         forward = torch.compile(model) if config.compile else model
+        averaged = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema)) if config.ema else None
         history: list[tuple[int, float, float]] = []
         total = config.steps if config.steps is not None else config.minutes * 60
         start = last_save = time.perf_counter()
@@ -203,7 +252,9 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
 
         def card() -> dict:
             seconds = time.perf_counter() - start
-            return {**(card_extra or {}),
+            grain = {"speckle_grain": config.grain, "resampling_factors": _spread(sampler.factors)} \
+                if config.grain is not None else {}
+            return {**(card_extra or {}), **grain,
                     "config": {**{k: v for k, v in asdict(config).items() if k != "checkpoint_minutes"},
                                "precision": precision, "head": model.head, "width": model.width},
                     "steps": step, "seconds": round(seconds, 1),
@@ -211,6 +262,7 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
                     "cumulative_hours": round(init_card.get("cumulative_hours", 0.0) + seconds / 3600, 4),
                     "init_sha256": init_card.get("init_sha256") if init is not None else None,
                     "final_loss": history[-1][2] if history else None,
+                    "loss_curve": init_card.get("loss_curve", []) + _binned(history, init_card),
                     "machine": machine(dev), "created": datetime.datetime.now().isoformat(timespec="seconds"),
                     "frames": sum(len(s) for s in sampler.sources)}
 
@@ -221,6 +273,9 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
                     (config.minutes is not None and elapsed >= config.minutes * 60):
                 break
             job.check()
+            fraction = step / config.steps if config.steps is not None else elapsed / (config.minutes * 60)
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(config, step, fraction)
             perturbed = perturb(sampler.batch(config.batch).to(dev))
             if config.augment:
                 per_sample = [augment_together(transform, [p[b] for p in perturbed]) for b in range(config.batch)]
@@ -231,19 +286,42 @@ def train_job(sources: Sequence[np.ndarray], config: TrainConfig | None = None, 
             optimiser.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimiser.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             step += 1
             now = time.perf_counter()
             history.append((step, now - start, float(losses["total"].detach())))
             if out is not None and now - last_save >= config.checkpoint_minutes * 60:
-                save_checkpoint(model, Path(out), card())
+                save_checkpoint(model, Path(out), card(), optimiser)
                 last_save = now
             done = step if config.steps is not None else now - start
             yield job.progress(done, total, f"step {step} loss {history[-1][2]:.4f}")
+        if averaged is not None:
+            model.load_state_dict(averaged.module.state_dict())
         model.eval()
-        final = save_checkpoint(model, Path(out), card()) if out is not None else card()
+        final = save_checkpoint(model, Path(out), card(), optimiser) if out is not None else card()
         return TrainResult(model, final, history)
 
     return Job(work, "training")
+
+
+LOSS_BIN = 50
+"""Steps averaged into one point of a card's loss curve."""
+
+
+def _binned(history: list[tuple[int, float, float]], init_card: dict) -> list[list[float]]:
+    """This run's losses as [cumulative step, mean loss] every LOSS_BIN steps (the card's loss curve)."""
+    offset = init_card.get("cumulative_steps", 0)
+    return [[offset + history[min(k + LOSS_BIN, len(history)) - 1][0],
+             round(float(np.mean([h[2] for h in history[k:k + LOSS_BIN]])), 6)]
+            for k in range(0, len(history), LOSS_BIN)]
+
+
+def _spread(factors: list[float]) -> dict:
+    """Summary of the per-frame resampling factors of a grain-normalised training set."""
+    if not factors:
+        return {}
+    return {"frames": len(factors), "min": min(factors), "median": float(np.median(factors)), "max": max(factors)}
 
 
 def train(sources: Sequence[np.ndarray], config: TrainConfig | None = None, **options) -> TrainResult:

@@ -105,12 +105,36 @@ def check_output_folder(path: Path | str) -> None:
         raise UserError(f"Output folder {Path(path).parent} does not exist", "create it or choose another --out")
 
 
-def save_checkpoint(model: "Speckle2SelfNet", path: Path, card: dict, half: bool = True) -> dict:
-    """Write the full training model (all three encoders, for fine-tuning) and its card; return the card."""
+def optimiser_path(weights: Path | str) -> Path:
+    """Where Adam's state is kept beside a training checkpoint (float32; a run resumes from it)."""
+    return Path(weights).with_suffix(".adam.pt")
+
+
+def load_optimiser_state(weights) -> dict | None:
+    """Adam's state saved beside the checkpoint `weights` (a path), or None when there is none."""
+    import torch
+
+    if not isinstance(weights, (str, Path)) or not optimiser_path(weights).is_file():
+        return None
+    try:
+        return torch.load(optimiser_path(weights), map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many types for a damaged file
+        raise UserError(f"Cannot load the optimiser state {optimiser_path(weights)}: it is damaged",
+                        "delete it to restart Adam's moment estimates") from None
+
+
+def save_checkpoint(model: "Speckle2SelfNet", path: Path, card: dict, optimiser=None, half: bool = True) -> dict:
+    """Write the full training model (all three encoders, for fine-tuning) and its card; return the card. A
+    training run also gives its `optimiser`: Adam's state (`optimiser_path`) and the card's loss curve as a
+    picture (`loss_curve_path`) are then written beside the checkpoint."""
     import torch
 
     path = Path(path)
     check_output_folder(path)
+    if optimiser is not None:
+        atomic_write(optimiser_path(path), lambda tmp: torch.save(optimiser.state_dict(), tmp))
+        if card.get("loss_curve"):
+            write_loss_curve(loss_curve_path(path), card["loss_curve"])
     dtype = torch.float16 if half else torch.float32
     state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
     checkpoint = {"format": FORMAT, "width": model.width, "head": model.head, "state_dict": state,
@@ -121,6 +145,31 @@ def save_checkpoint(model: "Speckle2SelfNet", path: Path, card: dict, half: bool
             "weights_file": path.name, "sha256": sha256(path), TENSOR_DIGEST: checkpoint[TENSOR_DIGEST]}
     write_card(path, card)
     return card
+
+
+def loss_curve_path(weights: Path | str) -> Path:
+    return Path(weights).with_suffix(".loss.png")
+
+
+def write_loss_curve(path: Path, curve: list) -> None:
+    """Plot [cumulative step, loss] points to a PNG (skipped where matplotlib is not installed)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    steps, losses = zip(*curve)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, losses, lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("cumulative training step")
+    ax.set_ylabel("Speckle2Self loss (mean of 50 steps)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
 
 
 def write_card(weights: Path, card: dict) -> None:
