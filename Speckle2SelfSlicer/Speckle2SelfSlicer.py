@@ -305,7 +305,7 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         if not cuda and self._parameterNode is not None and self._parameterNode.device is Device.CUDA:
             self._parameterNode.device = Device.AUTO
 
-    def _weights(self, model: Model) -> str | None:
+    def _weights(self, model: Model) -> Optional[str]:
         """The weights file of the chosen model (None: the shipped default)."""
         if model is Model.FILE:
             return self.ui.weightsPathLineEdit.currentPath
