@@ -197,15 +197,51 @@ def test_registered_sample_checksum_matches_the_bundled_file(source):
     assert hashlib.sha256(sample.read_bytes()).hexdigest() == constant(source, "SAMPLE_SHA256")
 
 
-def test_torch_and_monai_are_imported_inside_functions_only():
-    files = [MODULE_FILE, *sorted((MODULE_DIR / "Speckle2SelfSlicerLib").glob("*.py"))]
-    for path in files:
+HEAVY = ("torch", "monai", "openvino", "nncf")
+"""Packages that Slicer has not until the first Despeckle installs them, and that take seconds to import."""
+LIB_DIR = MODULE_DIR / "Speckle2SelfSlicerLib"
+
+
+def test_heavy_packages_are_imported_inside_functions_only():
+    for path in [MODULE_FILE, *sorted(LIB_DIR.glob("*.py"))]:
         for node in ast.parse(path.read_text()).body:
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n.split(".")[0] in ("torch", "monai") for n in names), (path.name, names)
-    check = "import sys, Speckle2SelfSlicerLib; assert not {'torch', 'monai'} & set(sys.modules), sys.modules.keys()"
-    subprocess.run([sys.executable, "-c", check], check=True)
+            assert not any(n.split(".")[0] in HEAVY for n in names), (path.name, names)
+
+
+def test_the_module_its_logic_and_the_process_runner_import_without_the_heavy_packages(source):
+    """Issue 27: Slicer loads the module before PyTorch and MONAI are installed (or without importing them where
+    they are): the project imports at the top of the module file and every module of the logic, the separate
+    process's runner among them, import with torch, MONAI, OpenVINO and NNCF blocked."""
+    project = ("speckle2self", "Speckle2SelfSlicerLib")
+    imports = [ast.unparse(node) for node in ast.parse(source).body if isinstance(node, (ast.Import, ast.ImportFrom))
+               and (node.names[0].name if isinstance(node, ast.Import) else node.module).split(".")[0] in project]
+    modules = sorted(f"Speckle2SelfSlicerLib.{p.stem}" for p in LIB_DIR.glob("*.py") if p.stem != "__init__")
+    assert len(imports) >= 3 and {"Speckle2SelfSlicerLib.subprocess_job", "Speckle2SelfSlicerLib.cli_process"} <= set(
+        modules)
+    check = f"""
+import importlib, sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {HEAVY!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
+
+sys.meta_path.insert(0, Block())
+for name in {HEAVY!r}:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        continue
+    raise SystemExit(f"{{name}} was not blocked")
+{chr(10).join(imports)}
+for name in {modules!r}:
+    importlib.import_module(name)
+print(sorted({{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r})))
+"""
+    result = subprocess.run([sys.executable, "-c", check], cwd=MODULE_DIR, capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
 
 
 def test_help_cites_the_paper(source):
