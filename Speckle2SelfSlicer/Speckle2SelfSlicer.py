@@ -32,7 +32,7 @@ from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_fi
                                    first_volume, list_finetuned_models, sequence_browser)
 from Speckle2SelfSlicerLib.cli_process import ProcessFailed
 
-HOMEPAGE = "https://github.com/speckle2self/Speckle2Self"
+HOMEPAGE = "https://github.com/speckle2self/SlicerSpeckle2Self"
 SAMPLE_NAME = "Speckle2SelfBMode"
 SAMPLE_FILE = "BkCurvilinearScanConvertedData.nrrd"
 SAMPLE_SHA256 = "45bffd517f343b46b3e47e3d4bb90b50e169b8ac58627071361307a4398c2742"

@@ -289,3 +289,27 @@ def test_the_in_application_test_skips_nothing_and_the_input_is_never_a_labelmap
     calls = {ast.unparse(n.func) for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)}
     assert "self.skipTest" not in calls and "slicer.mrmlScene.GetFirstNodeByClass" not in calls
     assert "first_volume" in calls and "installTorch" in calls
+
+
+def test_the_catalog_entry_meets_the_extensions_index_rules():
+    """Issue 27: what Slicer's Extensions Index checks of an entry and its repository (its own checker also clones
+    the repository and downloads the pictures, which needs the network): the repository name starts with 'Slicer',
+    the extension's does not and matches the description file's, every picture the extension names is in the
+    repository at the catalogued revision, and there is a license file."""
+    from PIL import Image
+
+    text = (REPO / "CMakeLists.txt").read_text()
+    entry = REPO / "Speckle2Self.json"
+    catalog = json.loads(entry.read_text())
+    owner, repository = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+)\.git", catalog["scm_url"]).groups()
+    assert repository.startswith("Slicer") and not entry.stem.lower().startswith("slicer")
+    assert re.search(r"^project\((\w+)\)", text, re.M).group(1) == entry.stem
+    raw = f"https://raw.githubusercontent.com/{owner}/{repository}/{catalog['scm_revision']}/"
+    pictures = [re.search(r'set\(EXTENSION_ICONURL "([^"]+)"\)', text).group(1),
+                *re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', text).group(1).split()]
+    assert len(pictures) >= 2
+    for url in pictures:
+        assert url.startswith(raw), url
+        with Image.open(REPO / url[len(raw):]) as picture:
+            assert picture.format == "PNG" and min(picture.size) >= 128, url
+    assert (REPO / "LICENSE").is_file() and b"\r" not in entry.read_bytes()
