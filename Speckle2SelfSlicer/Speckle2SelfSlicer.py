@@ -3,12 +3,12 @@
 The work is done by Speckle2SelfSlicerLib (Qt-free, tested on slicer-core) and the speckle2self package;
 this file holds the module description, the GUI and an in-application test. Despeckling and fine-tuning run
 in a separate process (PythonSlicer running the speckle2self command line), polled from a timer, so Slicer
-stays responsive. PyTorch and MONAI are installed on the first Despeckle click and imported inside functions
-only.
+stays responsive. PyTorch and MONAI are installed on the first Despeckle click and never imported when Slicer
+loads the module.
 """
+import contextlib
 import enum
 import importlib
-import importlib.util
 import logging
 import shutil
 import sys
@@ -29,19 +29,13 @@ from slicer.util import VTKObservationMixin
 
 from speckle2self.errors import UserError
 from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models, displayed_volume,
-                                   list_finetuned_models, sequence_browser)
+                                   first_volume, list_finetuned_models, sequence_browser)
 from Speckle2SelfSlicerLib.cli_process import ProcessFailed
 
-HOMEPAGE = "https://github.com/speckle2self/Speckle2Self"
+HOMEPAGE = "https://github.com/speckle2self/SlicerSpeckle2Self"
 SAMPLE_NAME = "Speckle2SelfBMode"
 SAMPLE_FILE = "BkCurvilinearScanConvertedData.nrrd"
 SAMPLE_SHA256 = "45bffd517f343b46b3e47e3d4bb90b50e169b8ac58627071361307a4398c2742"
-TORCH_REQUIREMENT = ">=2.1"
-MONAI_REQUIREMENT = "monai>=1.3"
-INT8_REQUIREMENTS = (("openvino>=2026.4", "openvino"), ("nncf>=3.4", "nncf"))
-"""The CPU's fast int8 path; optional: without them despeckling runs on torch."""
-SKIMAGE_REQUIREMENT = "scikit-image>=0.21"
-"""Needed by the Measure section only (speckle2self.metrics), so installed on its first use."""
 POLL_MS = 100
 """How often the panel reads the separate process's progress."""
 
@@ -177,6 +171,60 @@ def pythonSlicer() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
+def installTorch(ask: bool = True) -> bool:
+    """Install PyTorch, or upgrade one older than Speckle2Self needs, through the PyTorch extension (after asking,
+    with `ask`); False if it is still missing or too old."""
+    from Speckle2SelfSlicerLib import dependencies
+
+    if not dependencies.unmet([dependencies.TORCH]):
+        return True
+    try:
+        import PyTorchUtils
+    except ModuleNotFoundError:
+        slicer.util.errorDisplay(_("Speckle2Self needs the PyTorch extension. Install 'PyTorch' in the Extensions "
+                                   "Manager, restart 3D Slicer and click Despeckle again."))
+        return False
+    requirement = dependencies.version_range(dependencies.TORCH)
+    if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=ask, torchVersionRequirement=requirement) is None:
+        return False
+    if dependencies.unmet([dependencies.TORCH]):  # e.g. its files were in use
+        slicer.util.errorDisplay(_("PyTorch {version} is older than Speckle2Self needs ({requirement}) and could not "
+                                   "be upgraded. Restart 3D Slicer and click Despeckle again.").format(
+            version=dependencies.installed_version("torch"), requirement=requirement))
+        return False
+    return True
+
+
+def installPackages(required, optional=(), ask: bool = True, report=logging.info) -> bool:
+    """Install the missing ones of the pip requirements `required` and `optional` after one question (with `ask`),
+    telling `report` what is being installed; True when every required one is installed. An optional one that fails
+    to install is left out with a warning."""
+    from Speckle2SelfSlicerLib import dependencies
+
+    required, optional = dependencies.unmet(required), dependencies.unmet(optional)
+    if not required and not optional:
+        return True
+    if ask:
+        question = " ".join(filter(None, [
+            _("Speckle2Self needs the Python packages {packages}.").format(packages=", ".join(required))
+            if required else "",
+            _("The optional packages {packages} make despeckling on the CPU faster.").format(
+                packages=", ".join(optional)) if optional else "",
+            _("Install them now? This takes a few minutes.")]))
+        if not slicer.util.confirmOkCancelDisplay(question, _("Speckle2Self: Python packages")):
+            return not required
+    report(_("Installing {packages}...").format(packages=", ".join(required + optional)))
+    if required:
+        slicer.util.pip_install(required)
+    if optional:
+        try:
+            slicer.util.pip_install(list(optional))
+        except Exception as error:  # optional: whatever pip raised, despeckling runs on torch without them
+            logging.warning(f"Speckle2Self: {', '.join(optional)} not installed ({error}); despeckling runs on torch")
+    importlib.invalidate_caches()
+    return not dependencies.unmet(required)
+
+
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -194,6 +242,7 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._dependenciesReady = False
+        self._optionalAsked = False
         self._job = None
         self._jobInput = None
         self._jobStart = 0.0
@@ -235,7 +284,8 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._unbindParameterNode()
 
     def onSceneStartClose(self, caller, event):
-        self._stopJob()
+        with self._errorsShown(_("Cannot stop despeckling")):
+            self._stopJob()
         self._lastResult = None
         self.setParameterNode(None)
 
@@ -246,11 +296,10 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
     # Parameter node
 
     def initializeParameterNode(self):
-        """Use the module's parameter node; preselect the first volume as input."""
+        """Use the module's parameter node; preselect the first volume as input (not a labelmap)."""
         self.setParameterNode(Speckle2SelfParameterNode(self.logic.getParameterNode()))
         if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = (slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-                                               or slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLVectorVolumeNode"))
+            self._parameterNode.inputVolume = first_volume(slicer.mrmlScene)
 
     def setParameterNode(self, parameterNode):
         """Bind the widgets to `parameterNode` (a Speckle2SelfParameterNode, or None)."""
@@ -269,30 +318,35 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateEnabledState)
 
     def _updateEnabledState(self, caller=None, event=None):
-        parameters = self._parameterNode
-        if parameters is None:
-            return
-        self.ui.framesComboBox.enabled = sequence_browser(parameters.inputVolume) is not None
-        weightsFile = parameters.model is Model.FILE
-        self.ui.weightsPathLineEdit.enabled = weightsFile
-        for widget in (self.ui.finetuneLengthSpinBox, self.ui.finetuneUnitComboBox, self.ui.finetuneSizeComboBox,
-                       self.ui.saveFinetunedCheckBox):
-            widget.enabled = parameters.finetune
-        self.ui.opacitySlider.enabled = parameters.reviewMode is ReviewMode.OVERLAY
-        self.ui.showResultButton.enabled = self._lastResult is not None
-        self.ui.measureButton.enabled = (self._lastResult is not None and parameters.tissueRegion is not None
-                                         and parameters.darkRegion is not None)
-        if self._job is not None:
-            return
-        missing = (_("Select an input volume.") if parameters.inputVolume is None else
-                   _("Choose a weights file.") if weightsFile and not self.ui.weightsPathLineEdit.currentPath else "")
-        self.ui.applyButton.enabled = not missing
-        self.ui.applyButton.toolTip = missing or _("Despeckle the input.")
+        with self._errorsShown(_("Cannot update the panel")):
+            parameters = self._parameterNode
+            if parameters is None:
+                return
+            self.ui.framesComboBox.enabled = sequence_browser(parameters.inputVolume) is not None
+            weightsFile = parameters.model is Model.FILE
+            self.ui.weightsPathLineEdit.enabled = weightsFile
+            for widget in (self.ui.finetuneLengthSpinBox, self.ui.finetuneUnitComboBox, self.ui.finetuneSizeComboBox,
+                           self.ui.saveFinetunedCheckBox):
+                widget.enabled = parameters.finetune
+            self.ui.opacitySlider.enabled = parameters.reviewMode is ReviewMode.OVERLAY
+            self.ui.showResultButton.enabled = self._lastResult is not None
+            self.ui.measureButton.enabled = (self._lastResult is not None and parameters.tissueRegion is not None
+                                             and parameters.darkRegion is not None)
+            if self._job is not None:
+                return
+            missing = (_("Select an input volume.") if parameters.inputVolume is None else
+                       _("Choose a weights file.") if weightsFile and not self.ui.weightsPathLineEdit.currentPath
+                       else "")
+            self.ui.applyButton.enabled = not missing
+            self.ui.applyButton.toolTip = missing or _("Despeckle the input.")
 
     def _updateDeviceChoices(self):
-        """Offer the GPU only when the installed PyTorch can use CUDA."""
+        """Offer the GPU only when the installed PyTorch can use CUDA (an outdated one is not imported: it could not
+        be upgraded while in use)."""
+        from Speckle2SelfSlicerLib import dependencies
+
         cuda = False
-        if importlib.util.find_spec("torch") is not None:
+        if not dependencies.unmet([dependencies.TORCH]):
             try:
                 import torch
 
@@ -305,7 +359,7 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         if not cuda and self._parameterNode is not None and self._parameterNode.device is Device.CUDA:
             self._parameterNode.device = Device.AUTO
 
-    def _weights(self, model: Model) -> str | None:
+    def _weights(self, model: Model) -> Optional[str]:
         """The weights file of the chosen model (None: the shipped default)."""
         if model is Model.FILE:
             return self.ui.weightsPathLineEdit.currentPath
@@ -332,97 +386,72 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
     # Dependencies
 
     def _ensureDependencies(self) -> bool:
-        """Install PyTorch (through the PyTorch extension) and MONAI on first use; False if they are missing."""
+        """Install PyTorch (upgrading an old one) and MONAI on first use, offering the optional int8 packages in the
+        same question once a session; False if a required one is missing."""
         if self._dependenciesReady:
             return True
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError:
-            slicer.util.errorDisplay(_("Speckle2Self needs the PyTorch extension. Install 'PyTorch' in the "
-                                       "Extensions Manager, restart 3D Slicer and click Despeckle again."))
-            return False
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
+        from Speckle2SelfSlicerLib import dependencies
+
+        if dependencies.unmet([dependencies.TORCH]):
             self._setStatus(_("Installing PyTorch (this can take several minutes)..."))
-            if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+            if not installTorch():
                 self._setStatus(_("PyTorch is not installed, so despeckling cannot run."))
                 return False
-        if not self._ensurePackage(MONAI_REQUIREMENT, "monai"):
+        optional = () if self._optionalAsked else dependencies.OPTIONAL
+        self._optionalAsked = True
+        if not installPackages(dependencies.REQUIRED, optional, report=self._setStatus):
             self._setStatus(_("MONAI is not installed, so despeckling cannot run."))
             return False
-        for requirement, module in INT8_REQUIREMENTS:
-            try:
-                self._ensurePackage(requirement, module)
-            except Exception as error:  # optional: whatever pip raised, despeckling runs on torch without it
-                logging.warning(f"Speckle2Self: {requirement} not installed ({error}); despeckling runs on torch")
         self._setStatus("")
         self._dependenciesReady = True
         self._updateDeviceChoices()
         return True
 
-    def _ensurePackage(self, requirement: str, module: str) -> bool:
-        """Install the Python package `requirement` (imported as `module`) unless it is there; False if not."""
+    @contextlib.contextmanager
+    def _errorsShown(self, title: str):
+        """Show an error raised inside as the module's message (see _showError): raised out of a Qt slot it would
+        only reach the Python console."""
         try:
-            from slicer.packaging import pip_ensure
-        except ImportError:
-            pip_ensure = None
-        if pip_ensure is not None:
-            with slicer.util.WaitCursor():
-                pip_ensure([requirement])
-        elif importlib.util.find_spec(module) is None:
-            if not slicer.util.confirmOkCancelDisplay(
-                    _("Speckle2Self needs the Python package {requirement}. Install it now? "
-                      "This takes a minute or two.").format(requirement=requirement)):
-                return False
-            self._setStatus(_("Installing {requirement}...").format(requirement=requirement))
-            with slicer.util.WaitCursor():
-                slicer.util.pip_install(requirement)
-        importlib.invalidate_caches()
-        return importlib.util.find_spec(module) is not None
+            yield
+        except Exception as error:
+            self._showError(title, error)
 
     # Running
 
     def onApplyButton(self):
         """Start despeckling in a separate process, or cancel the running one."""
-        if self._job is not None:
-            self._stopJob(_("Cancelled. Nothing was added to the scene."))
-            return
-        try:
-            if not self._ensureDependencies():
+        with self._errorsShown(_("Cannot despeckle")):
+            if self._job is not None:
+                self._stopJob(_("Cancelled. Nothing was added to the scene."))
                 return
-        except Exception as error:  # e.g. pip cannot reach the package index
-            self._showError(_("Cannot install PyTorch or MONAI"), error)
-            return
-        inputNode = self._parameterNode.inputVolume
-        try:
+            if not self._ensureDependencies():  # pip's failure (e.g. no network) is shown as the error
+                return
+            inputNode = self._parameterNode.inputVolume
             with slicer.util.WaitCursor():
                 self._job = self.logic.process_in_subprocess(inputNode, self._parameterNode.outputVolume,
                                                              python=pythonSlicer(), **self._options())
-        except Exception as error:
-            self._showError(_("Cannot despeckle"), error)
-            return
-        self._jobInput, self._jobStart = inputNode, time.perf_counter()
-        self._setRunning(True)
-        self._timer.start()
+            self._jobInput, self._jobStart = inputNode, time.perf_counter()
+            self._setRunning(True)
+            self._timer.start()
 
     def _pollJob(self):
         """Show the separate process's progress; store its result when it has finished."""
-        try:
-            running = self._job.poll()
-        except Exception as error:
-            self._stopJob(_("Failed: {error}").format(error=error))
-            self._showError(_("Despeckling failed"), error)
-            return
-        if running:
-            self._showProgress(self._job.last)
-            return
-        output = self._job.result
-        self._lastResult = (self._jobInput, displayed_volume(output))
-        self._stopJob(_("Done in {time}: '{output}' (model: {model}).").format(
-            time=_duration(time.perf_counter() - self._jobStart), output=output.GetName(),
-            model=output.GetAttribute(MODEL_ATTRIBUTE)))
-        logging.info(self.ui.statusLabel.text)
-        self.showResult()
+        with self._errorsShown(_("Despeckling failed")):
+            try:
+                running = self._job.poll()
+                if running:
+                    self._showProgress(self._job.last)
+                    return
+                output = self._job.result
+                self._lastResult = (self._jobInput, displayed_volume(output))
+            except Exception as error:  # the timer stops: one message, not one every POLL_MS
+                self._stopJob(_("Failed: {error}").format(error=error))
+                raise
+            self._stopJob(_("Done in {time}: '{output}' (model: {model}).").format(
+                time=_duration(time.perf_counter() - self._jobStart), output=output.GetName(),
+                model=output.GetAttribute(MODEL_ATTRIBUTE)))
+            logging.info(self.ui.statusLabel.text)
+            self.showResult()
 
     def _stopJob(self, message: str = ""):
         """Stop polling; a job still running is cancelled (its process terminated, nothing added)."""
@@ -473,62 +502,70 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     def showResult(self):
         """Show the last input and output side by side in linked slice views, or as a fading overlay."""
-        if self._lastResult is None or any(v is None or v.GetScene() is None for v in self._lastResult):
-            return
-        inputVolume, outputVolume = self._lastResult
-        if self._parameterNode.reviewMode is ReviewMode.OVERLAY:
-            slicer.util.setSliceViewerLayers(background=inputVolume, foreground=outputVolume,
-                                             foregroundOpacity=self._parameterNode.opacity, fit=True,
-                                             rotateToVolumePlane=True)
-            return
-        layoutManager = slicer.app.layoutManager()
-        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        for viewName, volume in (("Red", inputVolume), ("Yellow", outputVolume)):
-            sliceLogic = layoutManager.sliceWidget(viewName).sliceLogic()
-            composite = sliceLogic.GetSliceCompositeNode()
-            composite.SetBackgroundVolumeID(volume.GetID())
-            composite.SetForegroundVolumeID(None)
-            composite.SetLinkedControl(True)
-            sliceLogic.GetSliceNode().RotateToVolumePlane(volume)
-            sliceLogic.FitSliceToAll()
+        with self._errorsShown(_("Cannot show the result")):
+            if self._lastResult is None or any(v is None or v.GetScene() is None for v in self._lastResult):
+                return
+            inputVolume, outputVolume = self._lastResult
+            if self._parameterNode.reviewMode is ReviewMode.OVERLAY:
+                slicer.util.setSliceViewerLayers(background=inputVolume, foreground=outputVolume,
+                                                 foregroundOpacity=self._parameterNode.opacity, fit=True,
+                                                 rotateToVolumePlane=True)
+                return
+            layoutManager = slicer.app.layoutManager()
+            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+            for viewName, volume in (("Red", inputVolume), ("Yellow", outputVolume)):
+                sliceLogic = layoutManager.sliceWidget(viewName).sliceLogic()
+                composite = sliceLogic.GetSliceCompositeNode()
+                composite.SetBackgroundVolumeID(volume.GetID())
+                composite.SetForegroundVolumeID(None)
+                composite.SetLinkedControl(True)
+                sliceLogic.GetSliceNode().RotateToVolumePlane(volume)
+                sliceLogic.FitSliceToAll()
 
     def _setOverlayOpacity(self, opacity: float):
-        if self._lastResult is not None and self._parameterNode.reviewMode is ReviewMode.OVERLAY:
-            slicer.util.setSliceViewerLayers(foregroundOpacity=opacity)
+        with self._errorsShown(_("Cannot set the overlay's opacity")):
+            if self._lastResult is not None and self._parameterNode.reviewMode is ReviewMode.OVERLAY:
+                slicer.util.setSliceViewerLayers(foregroundOpacity=opacity)
 
     def onMeasure(self):
         """Fill the table with the quality of the last input and output on the two regions."""
-        if not self._ensurePackage(SKIMAGE_REQUIREMENT, "skimage"):
-            return
-        from Speckle2SelfSlicerLib.measure import METRICS, compare
+        with self._errorsShown(_("Cannot measure")):
+            from Speckle2SelfSlicerLib import dependencies
 
-        inputVolume, outputVolume = self._lastResult
-        with slicer.util.tryWithErrorDisplay(_("Cannot measure."), waitCursor=True):
-            readout = compare(inputVolume, outputVolume, self._parameterNode.tissueRegion,
-                              self._parameterNode.darkRegion)
-            table = self.ui.measureTable
-            table.setColumnCount(2)
-            table.setRowCount(len(METRICS))
-            table.setHorizontalHeaderLabels([_("Input"), _("Output")])  # the order of compare's readout
-            table.setVerticalHeaderLabels(list(METRICS))
-            for column, values in enumerate(readout.values()):
-                for row, value in enumerate(values.values()):
-                    item = qt.QTableWidgetItem("-" if isinstance(value, str) else f"{value:.3g}")
-                    item.setToolTip(value if isinstance(value, str) else "")
-                    table.setItem(row, column, item)
+            if not installPackages(dependencies.MEASURE, report=self._setStatus):
+                return
+            self._setStatus("")
+            from Speckle2SelfSlicerLib.measure import METRICS, compare
+
+            inputVolume, outputVolume = self._lastResult
+            with slicer.util.WaitCursor():
+                readout = compare(inputVolume, outputVolume, self._parameterNode.tissueRegion,
+                                  self._parameterNode.darkRegion)
+                table = self.ui.measureTable
+                table.setColumnCount(2)
+                table.setRowCount(len(METRICS))
+                table.setHorizontalHeaderLabels([_("Input"), _("Output")])  # the order of compare's readout
+                table.setVerticalHeaderLabels(list(METRICS))
+                for column, values in enumerate(readout.values()):
+                    for row, value in enumerate(values.values()):
+                        item = qt.QTableWidgetItem("-" if isinstance(value, str) else f"{value:.3g}")
+                        item.setToolTip(value if isinstance(value, str) else "")
+                        table.setItem(row, column, item)
 
     def onDeleteModels(self):
         """List the fine-tuned models saved on this computer and delete them after confirmation."""
-        folder = self.logic.modelsDir
-        with slicer.util.tryWithErrorDisplay(_("Cannot list the fine-tuned models."), waitCursor=True):
-            models = list_finetuned_models(folder)
-        if not models:
-            slicer.util.infoDisplay(_("No fine-tuned models are saved in {folder}.").format(folder=folder))
-            return
-        question = _("Delete the {count} fine-tuned models saved in {folder}?").format(count=len(models), folder=folder)
-        if slicer.util.confirmOkCancelDisplay(question, detailedText="\n".join(m.describe() for m in models)):
-            delete_finetuned_models(models)
-            self._setStatus(_("Deleted {count} fine-tuned models.").format(count=len(models)))
+        with self._errorsShown(_("Cannot delete the fine-tuned models")):
+            folder = self.logic.modelsDir
+            with slicer.util.WaitCursor():
+                models = list_finetuned_models(folder)
+            if not models:
+                slicer.util.infoDisplay(_("No fine-tuned models are saved in {folder}.").format(folder=folder))
+                return
+            question = _("Delete the {count} fine-tuned models saved in {folder}?").format(count=len(models),
+                                                                                        folder=folder)
+            if slicer.util.confirmOkCancelDisplay(question, detailedText="\n".join(m.describe() for m in models)):
+                delete_finetuned_models(models)
+                self._setStatus(_("Deleted {count} fine-tuned models.").format(count=len(models)))
 
 
 class Speckle2SelfSlicerLogic(ScriptedLoadableModuleLogic, Speckle2SelfLogic):
@@ -558,13 +595,15 @@ class Speckle2SelfSlicerTest(ScriptedLoadableModuleTest):
         self.test_despeckle_sample_in_a_separate_process()
 
     def _sample(self):
-        """The bundled sample, loaded (skips the test without PyTorch, MONAI or the shipped model)."""
-        if not all(importlib.util.find_spec(name) for name in ("torch", "monai")):
-            self.skipTest("PyTorch and MONAI are not installed")
+        """The bundled sample, loaded; PyTorch and MONAI are installed first where they are missing, as the first
+        Despeckle click installs them (without asking)."""
+        from Speckle2SelfSlicerLib import dependencies
         from speckle2self.weights import DEFAULT_WEIGHTS
 
-        if not DEFAULT_WEIGHTS.is_file():
-            self.skipTest(f"the shipped model {DEFAULT_WEIGHTS} is absent")
+        self.delayDisplay("Installing PyTorch and MONAI where they are missing")
+        self.assertTrue(installTorch(ask=False) and installPackages(dependencies.REQUIRED, ask=False),
+                        "PyTorch or MONAI could not be installed")
+        self.assertTrue(DEFAULT_WEIGHTS.is_file(), f"the shipped model {DEFAULT_WEIGHTS} is absent")
         import SampleData
 
         self.delayDisplay("Loading the bundled B-mode sample")

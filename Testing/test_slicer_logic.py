@@ -14,8 +14,8 @@ import vtk  # noqa: E402
 from speckle2self.errors import Cancelled, UserError  # noqa: E402
 from speckle2self.inference import despeckle, despeckle_job  # noqa: E402
 from speckle2self.training import FINETUNE_LR  # noqa: E402
-from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, SCALE_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models,  # noqa: E402
-                                   displayed_volume, list_finetuned_models)
+from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, SCALE_ATTRIBUTE, Speckle2SelfLogic,  # noqa: E402
+                                   delete_finetuned_models, displayed_volume, first_volume, list_finetuned_models)
 
 FRAME = (slice(100, 164), slice(250, 314))
 """A 64x64 crop of the bundled sample with real speckle."""
@@ -166,6 +166,20 @@ def test_existing_output_volume_is_overwritten(scene, logic, frames, tiny_weight
     assert logic.process(volume, target, weights=tiny_weights) is target
     assert node_ids(scene) == ids
     assert_same_geometry(target, volume)
+
+
+def test_the_preselected_input_is_the_first_volume_that_is_not_a_labelmap(scene, frames):
+    """Issue 27: GetFirstNodeByClass("vtkMRMLScalarVolumeNode") also returns labelmaps (a subclass), which the
+    panel's input selector hides."""
+    assert first_volume(scene) is None
+    scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    assert first_volume(scene) is None
+    volume = add_volume(scene, frames[:1], name="bmode")
+    add_volume(scene, np.stack([frames[:1]] * 3, axis=-1), "vtkMRMLVectorVolumeNode", name="colour")
+    assert scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode").GetName() == "labels"
+    assert first_volume(scene) is volume
+    scene.RemoveNode(volume)
+    assert first_volume(scene).GetName() == "colour"
 
 
 def test_user_mistakes_raise_one_line_errors_and_change_nothing(scene, logic, frames, tiny_weights):

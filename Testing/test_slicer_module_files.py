@@ -197,15 +197,51 @@ def test_registered_sample_checksum_matches_the_bundled_file(source):
     assert hashlib.sha256(sample.read_bytes()).hexdigest() == constant(source, "SAMPLE_SHA256")
 
 
-def test_torch_and_monai_are_imported_inside_functions_only():
-    files = [MODULE_FILE, *sorted((MODULE_DIR / "Speckle2SelfSlicerLib").glob("*.py"))]
-    for path in files:
+HEAVY = ("torch", "monai", "openvino", "nncf")
+"""Packages that Slicer has not until the first Despeckle installs them, and that take seconds to import."""
+LIB_DIR = MODULE_DIR / "Speckle2SelfSlicerLib"
+
+
+def test_heavy_packages_are_imported_inside_functions_only():
+    for path in [MODULE_FILE, *sorted(LIB_DIR.glob("*.py"))]:
         for node in ast.parse(path.read_text()).body:
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n.split(".")[0] in ("torch", "monai") for n in names), (path.name, names)
-    check = "import sys, Speckle2SelfSlicerLib; assert not {'torch', 'monai'} & set(sys.modules), sys.modules.keys()"
-    subprocess.run([sys.executable, "-c", check], check=True)
+            assert not any(n.split(".")[0] in HEAVY for n in names), (path.name, names)
+
+
+def test_the_module_its_logic_and_the_process_runner_import_without_the_heavy_packages(source):
+    """Issue 27: Slicer loads the module before PyTorch and MONAI are installed (or without importing them where
+    they are): the project imports at the top of the module file and every module of the logic, the separate
+    process's runner among them, import with torch, MONAI, OpenVINO and NNCF blocked."""
+    project = ("speckle2self", "Speckle2SelfSlicerLib")
+    imports = [ast.unparse(node) for node in ast.parse(source).body if isinstance(node, (ast.Import, ast.ImportFrom))
+               and (node.names[0].name if isinstance(node, ast.Import) else node.module).split(".")[0] in project]
+    modules = sorted(f"Speckle2SelfSlicerLib.{p.stem}" for p in LIB_DIR.glob("*.py") if p.stem != "__init__")
+    assert len(imports) >= 3 and {"Speckle2SelfSlicerLib.subprocess_job", "Speckle2SelfSlicerLib.cli_process"} <= set(
+        modules)
+    check = f"""
+import importlib, sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {HEAVY!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
+
+sys.meta_path.insert(0, Block())
+for name in {HEAVY!r}:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        continue
+    raise SystemExit(f"{{name}} was not blocked")
+{chr(10).join(imports)}
+for name in {modules!r}:
+    importlib.import_module(name)
+print(sorted({{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r})))
+"""
+    result = subprocess.run([sys.executable, "-c", check], cwd=MODULE_DIR, capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
 
 
 def test_help_cites_the_paper(source):
@@ -228,3 +264,52 @@ def test_slicer_apis_the_module_calls_exist_in_slicer_core(source):
                          (slicer.vtkMRMLSliceNode, ["RotateToVolumePlane"]),
                          (slicer.vtkMRMLSliceLogic, ["GetSliceCompositeNode", "GetSliceNode", "FitSliceToAll"])]:
         assert all(hasattr(cls, m) for m in methods), cls
+
+
+def methods(source: str, class_name: str) -> dict[str, ast.FunctionDef]:
+    [cls] = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == class_name]
+    return {f.name: f for f in cls.body if isinstance(f, ast.FunctionDef)}
+
+
+def test_every_slot_shows_its_errors(source):
+    """Issue 27: an exception raised out of a Qt slot only reaches the Python console, so each slot the panel
+    connects runs inside the module's error display (a user mistake as one line, anything else with details)."""
+    widget = methods(source, "Speckle2SelfSlicerWidget")
+    slots = set(re.findall(r'\.connect\("[^"]+", self\.(\w+)\)', source))
+    assert {"onApplyButton", "_pollJob", "onMeasure", "onDeleteModels", "showResult"} <= slots
+    for name in slots:
+        body = widget[name].body
+        body = body[1:] if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else body
+        assert len(body) == 1 and isinstance(body[0], ast.With), name
+        assert ast.unparse(body[0].items[0].context_expr).startswith("self._errorsShown("), name
+
+
+def test_the_in_application_test_skips_nothing_and_the_input_is_never_a_labelmap(source):
+    """Issue 27: skipTest shows as an error under Reload and Test; GetFirstNodeByClass also returns labelmaps."""
+    calls = {ast.unparse(n.func) for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)}
+    assert "self.skipTest" not in calls and "slicer.mrmlScene.GetFirstNodeByClass" not in calls
+    assert "first_volume" in calls and "installTorch" in calls
+
+
+def test_the_catalog_entry_meets_the_extensions_index_rules():
+    """Issue 27: what Slicer's Extensions Index checks of an entry and its repository (its own checker also clones
+    the repository and downloads the pictures, which needs the network): the repository name starts with 'Slicer',
+    the extension's does not and matches the description file's, every picture the extension names is in the
+    repository at the catalogued revision, and there is a license file."""
+    from PIL import Image
+
+    text = (REPO / "CMakeLists.txt").read_text()
+    entry = REPO / "Speckle2Self.json"
+    catalog = json.loads(entry.read_text())
+    owner, repository = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+)\.git", catalog["scm_url"]).groups()
+    assert repository.startswith("Slicer") and not entry.stem.lower().startswith("slicer")
+    assert re.search(r"^project\((\w+)\)", text, re.M).group(1) == entry.stem
+    raw = f"https://raw.githubusercontent.com/{owner}/{repository}/{catalog['scm_revision']}/"
+    pictures = [re.search(r'set\(EXTENSION_ICONURL "([^"]+)"\)', text).group(1),
+                *re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', text).group(1).split()]
+    assert len(pictures) >= 2
+    for url in pictures:
+        assert url.startswith(raw), url
+        with Image.open(REPO / url[len(raw):]) as picture:
+            assert picture.format == "PNG" and min(picture.size) >= 128, url
+    assert (REPO / "LICENSE").is_file() and b"\r" not in entry.read_bytes()

@@ -2,8 +2,11 @@
 subprocesses of the speckle2self command line: progress, cancel, failures, the same output as in-process."""
 from __future__ import annotations
 
+import stat
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,6 +91,43 @@ def test_cancel_leaves_no_nodes_no_model_and_no_temporary_files(scene, logic, fr
     assert job.process.returncode is not None and not job.poll() and job.result is None
     assert node_ids(scene) == ids and browser.GetNumberOfSynchronizedSequenceNodes(True) == 1
     assert list(temp_root.iterdir()) == [] and not logic.modelsDir.exists()
+
+
+LAUNCHER = """#!{python}
+# Like Slicer's PythonSlicer (CTKAppLauncher): runs the real interpreter as its child, passes no signal on.
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, *sys.argv[1:]])
+with open(os.environ["LAUNCHED_PID_FILE"], "w") as file:
+    file.write(str(child.pid))
+sys.exit(child.wait())
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` runs (an ended one that nobody reaped, a zombie, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_cancel_through_a_launcher_stops_the_real_process(scene, logic, frames, tiny_weights, temp_root, tmp_path,
+                                                          monkeypatch):
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text(LAUNCHER.format(python=sys.executable))
+    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("LAUNCHED_PID_FILE", str(tmp_path / "launched.pid"))
+    volume = add_volume(scene, frames)
+    ids = node_ids(scene)
+    job = logic.process_in_subprocess(volume, python=str(launcher), weights=tiny_weights, finetune_steps=10000,
+                                      finetune_size=32)
+    poll_until(job, lambda job: job.last is not None)  # the real interpreter is fine-tuning
+    child = int((tmp_path / "launched.pid").read_text())
+    assert running(job.process.pid) and running(child) and child != job.process.pid
+    job.cancel()
+    assert not running(job.process.pid) and not running(child)
+    assert node_ids(scene) == ids and list(temp_root.iterdir()) == [] and not logic.modelsDir.exists()
 
 
 def test_a_killed_process_is_reported_and_leaves_nothing(scene, logic, frames, tiny_weights, temp_root):

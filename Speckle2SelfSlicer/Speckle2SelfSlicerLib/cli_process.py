@@ -11,16 +11,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 import speckle2self
-from speckle2self.cli import EXIT_USER_ERROR
-from speckle2self.errors import UserError
+from speckle2self.errors import EXIT_USER_ERROR, UserError
+
+from .process_group import POLL_SECONDS, group_options, stop_group
 
 ERROR_PREFIX = "speckle2self: error: "
 STOP_SECONDS = 10
-"""How long a terminated process may take to end before it is killed."""
+"""How long a terminated process may take to end before it is killed (and its folder to become removable)."""
 
 
 class ProcessFailed(RuntimeError):
@@ -58,9 +60,9 @@ def _describe_exit(code: int) -> str:
 class CliProcess:
     """One `speckle2self` command running in `folder` (a temporary folder the process owns and removes).
 
-    `poll()` is what a GUI timer calls; `cancel()` terminates the process. A failed or cancelled process
-    leaves nothing: its folder is removed. After a success the caller reads its results there, then calls
-    `close()`.
+    `poll()` is what a GUI timer calls; `cancel()` stops the process and every process it started (the real
+    interpreter behind a launcher). A failed or cancelled process leaves nothing: its folder is removed. After a
+    success the caller reads its results there, then calls `close()`.
     """
 
     def __init__(self, arguments: list[str], folder: Path, on_line: Callable[[dict], None],
@@ -72,8 +74,7 @@ class CliProcess:
         with open(self._stdout_path, "wb") as stdout, open(self._stderr_path, "wb") as stderr:
             self.process = subprocess.Popen([*(command or python_command()), *arguments], stdout=stdout,
                                             stderr=stderr, stdin=subprocess.DEVNULL, cwd=self.folder,
-                                            env=_environment(),
-                                            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+                                            env=_environment(), **group_options())
         self._reader = open(self._stdout_path, "rb")
 
     def poll(self) -> bool:
@@ -85,26 +86,26 @@ class CliProcess:
             return True
         if code != 0:
             error = self._failure(code)
-            self.close()
+            self.cancel()  # a launcher that died may leave its child
             raise error
         return False
 
     def cancel(self) -> None:
-        """Terminate the process if it still runs and remove its folder."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Stop the process and the processes it started, if any still runs, and remove the folder."""
+        stop_group(self.process, STOP_SECONDS)
         self.close()
 
     def close(self) -> None:
-        """Remove the folder with everything in it (the process must have ended)."""
+        """Remove the folder with everything in it (the process must have ended). Windows may keep a killed
+        process's files open for a moment, so removing is retried for a while."""
         if not self._reader.closed:
             self._reader.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        deadline = time.monotonic() + STOP_SECONDS
+        while True:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            if not self.folder.exists() or time.monotonic() > deadline:
+                return
+            time.sleep(POLL_SECONDS)
 
     def _read(self) -> None:
         lines = (self._pending + self._reader.read()).split(b"\n")

@@ -27,6 +27,12 @@ def is_volume(node) -> bool:
     return node is not None and node.GetClassName() in VOLUME_CLASSES
 
 
+def first_volume(scene):
+    """The scene's first volume that can be despeckled, None if it has none (a labelmap, which
+    GetFirstNodeByClass("vtkMRMLScalarVolumeNode") may return, is not one)."""
+    return next((node for node in nodes_of_class(scene, "vtkMRMLVolumeNode") if is_volume(node)), None)
+
+
 def volume_array(node) -> np.ndarray:
     """The voxels of a volume node as read-only frames: (frames, rows, columns[, components]).
 

@@ -10,12 +10,10 @@ from pathlib import Path
 
 from . import frames as fr
 from .allocator import keep_freed_blocks
-from .errors import Cancelled, UserError
+from .errors import EXIT_USER_ERROR, Cancelled, UserError
 from .jobs import Job, Progress
 from .postprocess import SMOOTHING
 from .precision import PRECISIONS
-
-EXIT_USER_ERROR = 2
 
 
 def _progress_bar(job: Job, unit: str):

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import UserError
-from .network import DOWNSAMPLING
+from .architecture import DOWNSAMPLING
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 BACKGROUND_MIN_PIXELS = 64

@@ -10,10 +10,10 @@ import torch
 from monai.networks.blocks import Convolution
 from torch import nn
 
+from .architecture import DOWNSAMPLING  # noqa: F401 (imported from here by inference and fine-tuning)
+
 SCALES = (0.25, 0.5, 1.0)
 """Multi-scale perturbation factors, small to large; 1.0 is the image itself."""
-DOWNSAMPLING = 16
-"""Total stride of an encoder: inputs are padded to a multiple of this."""
 HEADS = ("faithful", "linear")
 """The decoder's last layer: 'faithful' ends in InstanceNorm + ReLU as the paper states, which fixes every
 output's mean and spread whatever the input's brightness; 'linear' ends at the transposed convolution
