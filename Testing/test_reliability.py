@@ -201,9 +201,9 @@ def test_8192_frame_is_refused_before_allocating_with_the_memory_it_needs():
 
 def test_batches_shrink_to_fit_the_memory_limit(tiny_weights):
     stack = np.random.default_rng(2).random((5, 64, 64)).astype(np.float32)
-    job = despeckle_job(stack, weights=tiny_weights, batch_size=4, memory_limit=2 * memory_needed(64, 64, 8))
+    job = despeckle_job(stack, weights=tiny_weights, batch_size=4, memory_limit=2 * memory_needed(64, 64, 8), scale=1)
     assert [p.done for p in job] == [0, 2, 4, 5]
-    np.testing.assert_array_equal(job.result, despeckle(stack, weights=tiny_weights, batch_size=2))
+    np.testing.assert_array_equal(job.result, despeckle(stack, weights=tiny_weights, batch_size=2, scale=1))
 
 
 def test_cli_max_memory_refuses_a_frame_that_needs_more_before_fine_tuning(tmp_path, tiny_weights, capsys):

@@ -2,6 +2,8 @@
 while a job runs, cancel at the first, a middle and the last frame, a sequence of frames of different sizes."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ import vtk  # noqa: E402
 
 from speckle2self.errors import Cancelled, UserError  # noqa: E402
 from speckle2self.inference import despeckle  # noqa: E402
+from Speckle2SelfSlicerLib import SCALE_ATTRIBUTE  # noqa: E402
 from test_slicer_logic import (add_sequence, add_volume, cancel_after, checksum, frames, logic, node_ids, scene,  # noqa: E402,F401
                                sequence_frames)
 
@@ -105,8 +108,9 @@ def test_sequence_with_frames_of_different_sizes_and_types(scene, logic, frames,
     output = logic.process(browser, weights=tiny_weights, batch_size=1)
     results = sequence_frames(output)
     assert [(r.shape, r.dtype) for r in results] == [(a.shape, a.dtype) for a in arrays]
+    factor = json.loads(output.GetAttribute(SCALE_ATTRIBUTE))["factor"]  # one speckle scale for the sequence
     for result, array in zip(results, arrays):
-        np.testing.assert_array_equal(result, despeckle(array, weights=tiny_weights))
+        np.testing.assert_array_equal(result, despeckle(array, weights=tiny_weights, scale=factor))
 
 
 def test_sequence_with_one_frame_too_small_is_refused_up_front(scene, logic, frames, tiny_weights):

@@ -180,12 +180,14 @@ class Speckle2SelfLogic:
         speckle2self command line, run by `python` (default: this interpreter; inside Slicer, PythonSlicer).
         Returns a SubprocessJob to `poll()`; its `result` is then the output node, stored as `process_job`
         stores it. Options as for `process_job`; they are checked by the command line, whose one-line error
-        `poll()` raises."""
+        `poll()` raises. The speckle scale is chosen here once, so that every file the process despeckles
+        (frames of different sizes go as several) gets the factor `process_job` would use."""
         from .cli_process import python_command
         from .subprocess_job import SubprocessJob
 
         source, output = self._prepare(inputNode, outputNode, frames)
-        return SubprocessJob(self, source, output, options, python_command(python))
+        scale = self._scale(source, options.get("weights"), options.get("scale", "auto"))["factor"]
+        return SubprocessJob(self, source, output, {**options, "scale": scale}, python_command(python))
 
     def _prepare(self, inputNode, outputNode, frames: str) -> tuple[_Input, object]:
         """The input's volumes and arrays, and the existing output node (or None), checked."""
@@ -278,7 +280,7 @@ class Speckle2SelfLogic:
 
         frames = [(a, i) for a in source.arrays for i in range(len(a))]
         picked = [frames[k] for k in sc.spread(len(frames))]
-        grey = [grey_frame(a, validate(a), i) for a, i in picked]
+        grey = [grey_frame(a, validate(a), i, sc.MEASURED_SIDE) for a, i in picked]
         return sc.choose(grey, scale, training_grain(weights))
 
     @staticmethod

@@ -24,7 +24,7 @@ from .logic import NOT_SAVED, frame_groups, model_label, scene_closed
 
 CLI_OPTIONS = {"weights": "--weights", "device": "--device", "gamma": "--gamma", "batch_size": "--batch",
                "precision": "--precision", "finetune_steps": "--finetune-steps",
-               "finetune_minutes": "--finetune-minutes", "finetune_size": "--finetune-size"}
+               "finetune_minutes": "--finetune-minutes", "finetune_size": "--finetune-size", "scale": "--scale"}
 """Options of Speckle2SelfLogic.process_job and the command-line options they become (None: left out, so the
 command's default applies, which is the in-process default)."""
 SWITCHES = ("log_bias", "save_finetuned")

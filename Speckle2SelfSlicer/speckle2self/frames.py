@@ -76,10 +76,13 @@ def frame_count(layout: Layout) -> int:
     return layout.shape[0] if layout.stacked else 1
 
 
-def grey_frame(array: np.ndarray, layout: Layout, index: int) -> np.ndarray:
+def grey_frame(array: np.ndarray, layout: Layout, index: int, side: int | None = None) -> np.ndarray:
     """Frame `index` as grey (luminance for colour): float32, or float64 for pixel types float32 cannot
-    hold exactly (32- and 64-bit integers, float64)."""
+    hold exactly (32- and 64-bit integers, float64); with `side`, only its central part of at most side x side."""
     frame = array[index] if layout.stacked else array
+    if side is not None:
+        top, left = max(0, (frame.shape[0] - side) // 2), max(0, (frame.shape[1] - side) // 2)
+        frame = frame[top:top + side, left:left + side]
     grey = frame[..., :3] @ LUMA.astype(_working(array.dtype)) if layout.colour else frame
     return grey.astype(_working(array.dtype))
 

@@ -71,13 +71,17 @@ def memory_needed(h: int, w: int, width: int) -> int:
     return padded * (40 + 7 * width)
 
 
-def _frames_that_fit(h: int, w: int, net: InferenceNet, memory_limit: int) -> int:
-    """How many h x w frames a batch may hold within `memory_limit`; UserError when not even one."""
-    needed = memory_needed(h, w, next(net.encoder.parameters()).shape[0])
+def _frames_that_fit(h: int, w: int, factor: float, net: InferenceNet, memory_limit: int) -> int:
+    """How many h x w frames, resampled by `factor`, a batch may hold within `memory_limit`; UserError when not
+    even one."""
+    sh, sw = sc.scaled_shape(h, w, factor)
+    needed = memory_needed(sh, sw, next(net.encoder.parameters()).shape[0])
     if needed > memory_limit:
-        raise UserError(f"Despeckling a {h}x{w} frame would need about {needed / GIB:.1f} GiB of memory, more "
+        at = f" at speckle scale {factor:g}x ({sh}x{sw} pixels)" if factor != 1 else ""
+        raise UserError(f"Despeckling a {h}x{w} frame would need about {needed / GIB:.1f} GiB of memory{at}, more "
                         f"than the limit of {memory_limit / GIB:.1f} GiB",
-                        "crop or downsample the image, or raise the limit (--max-memory)")
+                        "crop or downsample the image, " + ("use --scale 1, " if factor > 1 else "")
+                        + "or raise the limit (--max-memory)")
     return memory_limit // needed
 
 
@@ -149,13 +153,13 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     net = (_as_inference(model).to(dev).eval() if model is not None else inference_model(weights, dev))
     total = fr.frame_count(layout)
     h, w = fr.frame_shape(array, layout)
-    info = sc.choose([fr.grey_frame(array, layout, i) for i in sc.spread(total)], scale,
+    info = sc.choose([fr.grey_frame(array, layout, i, sc.MEASURED_SIDE) for i in sc.spread(total)], scale,
                      training_grain(weights) if grain is None else grain)
     factor = info["factor"]
     sh, sw = sc.scaled_shape(h, w, factor)
     worth = precision == "auto" and dev.type == "cpu" and int8_pays(net, total * sh * sw)  # hashes the net once
     precision = resolve_precision(precision, dev, despeckling=True, int8_pays=worth)
-    batch_size = min(batch_size or automatic_batch(sh, sw, dev), _frames_that_fit(sh, sw, net, memory_limit))
+    batch_size = min(batch_size or automatic_batch(sh, sw, dev), _frames_that_fit(h, w, factor, net, memory_limit))
     at = f" at {factor:g}x" if factor != 1 else ""
 
     def work(job: Job):

@@ -27,6 +27,8 @@ MAX_CLIPPED = 0.02
 """Largest fraction of a tile's pixels at the frame's extremes (display floor or ceiling, outside the sector)."""
 MIN_TILES = 4
 """Fewer usable tiles than this and the grain is not measured (the frame is returned at factor 1)."""
+MEASURED_SIDE = 768
+"""The grain is measured on the central part of at most this side of each frame (bounded memory and time)."""
 MEASURED_FRAMES = 8
 """Frames (evenly spread) a sequence's grain is measured on."""
 SPECKLE_STD_FRACTION = 0.5
