@@ -54,12 +54,17 @@ class FinetuneResult(TrainResult):
         return f"Fine-tuning made the result worse ({worse}): the un-tuned model was used"
 
 
+def _evenly(sources: Sequence[np.ndarray], most: int) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """The sources as stacks, and (stack, frame) of up to `most` of their frames, evenly spread over all."""
+    stacks = [s if s.ndim == 3 else s[None] for s in sources]
+    every = [(k, i) for k, s in enumerate(stacks) for i in range(len(s))]
+    return stacks, [every[j] for j in sc.spread(len(every), most)]
+
+
 def check_frames(sources: Sequence[np.ndarray]) -> np.ndarray:
     """Up to CHECK_FRAMES frames of `sources`, evenly spread, centre-cropped to a common side of at most
     CHECK_SIDE (a multiple of the network's stride), normalised to [0, 1]."""
-    stacks = [s if s.ndim == 3 else s[None] for s in sources]
-    every = [(k, i) for k, s in enumerate(stacks) for i in range(len(s))]
-    picked = [every[j] for j in np.linspace(0, len(every) - 1, min(CHECK_FRAMES, len(every))).round().astype(int)]
+    stacks, picked = _evenly(sources, CHECK_FRAMES)
     side = min(CHECK_SIDE, *(min(s.shape[-2:]) for s in stacks)) // DOWNSAMPLING * DOWNSAMPLING
     crops = []
     for k, i in picked:
@@ -95,11 +100,9 @@ def compare(before: dict[str, float], after: dict[str, float]) -> dict[str, dict
 def on_grid(sources: Sequence[np.ndarray], factor: float) -> list[np.ndarray]:
     """Up to MAX_FRAMES frames of `sources`, evenly spread, each normalised to [0, 1] and resampled by
     `factor` (as despeckling resamples them), one float32 stack per source that keeps any."""
-    stacks = [s if s.ndim == 3 else s[None] for s in sources]
-    every = [(k, i) for k, s in enumerate(stacks) for i in range(len(s))]
-    picked = np.linspace(0, len(every) - 1, min(MAX_FRAMES, len(every))).round().astype(int)
+    stacks, picked = _evenly(sources, MAX_FRAMES)
     kept: dict[int, list[np.ndarray]] = {}
-    for k, i in (every[j] for j in np.unique(picked)):
+    for k, i in picked:
         kept.setdefault(k, []).append(sc.resampled(fr.normalise(stacks[k][i])[0], factor))
     return [np.stack(frames) for frames in kept.values()]
 
@@ -116,8 +119,8 @@ def finetune_job(sources: Sequence[np.ndarray], weights: Path | str | None = Non
     despeckling precision 'int8' fine-tunes at 'auto'."""
     sources = check_sources(sources)
     grain = training_grain(weights)
-    frames = [f for s in sources for f in (s if s.ndim == 3 else s[None])]
-    info = sc.choose([frames[i] for i in sc.spread(len(frames))], scale, grain)
+    stacks, picked = _evenly(sources, sc.MEASURED_FRAMES)
+    info = sc.choose([stacks[k][i] for k, i in picked], scale, grain)
     sources = on_grid(sources, info["factor"])
     config = finetune_config(sources, steps, minutes, size, "auto" if precision == "int8" else precision, lr)
     model, card = initial_model(Path(weights) if weights is not None else DEFAULT_WEIGHTS)

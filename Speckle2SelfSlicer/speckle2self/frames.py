@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from .errors import UserError
 from .architecture import DOWNSAMPLING
+from .scale import central
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 BACKGROUND_MIN_PIXELS = 64
@@ -81,8 +82,7 @@ def grey_frame(array: np.ndarray, layout: Layout, index: int, side: int | None =
     hold exactly (32- and 64-bit integers, float64); with `side`, only its central part of at most side x side."""
     frame = array[index] if layout.stacked else array
     if side is not None:
-        top, left = max(0, (frame.shape[0] - side) // 2), max(0, (frame.shape[1] - side) // 2)
-        frame = frame[top:top + side, left:left + side]
+        frame = central(frame, side)
     grey = frame[..., :3] @ LUMA.astype(_working(array.dtype)) if layout.colour else frame
     return grey.astype(_working(array.dtype))
 

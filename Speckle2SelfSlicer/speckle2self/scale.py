@@ -6,9 +6,9 @@ The grain is the full width at half maximum of the speckle pattern's normalised 
 pattern is the system's resolution cell (Wagner et al., IEEE Trans. Sonics Ultrason. 1983), so its width is
 what the network sees of the scanner's point spread function on this pixel grid: probe frequency, depth and
 scan conversion all change it, the anatomy does not. It is measured on the speckle residual (the frame minus
-its local mean, so organ boundaries and brightness gradients do not widen it) in square tiles that lie
-inside the imaging sector and hold no clipped pixels, and the median over tiles is taken, so the few tiles
-that hold an edge or a wall do not move it.
+its local mean, so organ boundaries and brightness gradients do not widen it) in square tiles of the frame's
+central part that lie inside the imaging sector, hold hardly any clipped pixels and speckle of the frame's
+typical strength; the median over tiles is taken, so the few tiles that hold an edge or a wall do not move it.
 """
 from __future__ import annotations
 
@@ -96,9 +96,10 @@ def _tile_widths(residual: np.ndarray, clipped: np.ndarray) -> list[tuple[float,
 
 
 def frame_widths(frame: np.ndarray) -> list[tuple[float, float]]:
-    """Per-tile (axial, lateral) grain widths of one grey frame (any range); tiles outside the imaging sector
+    """Per-tile (axial, lateral) grain widths of the central MEASURED_SIDE part of one grey frame (any range),
+    whoever measures it (despeckling, fine-tuning, training); tiles outside the imaging sector
     (exact zeros), with clipped pixels (the frame's extremes) or in flat areas are left out."""
-    frame = np.asarray(frame, dtype=np.float64)
+    frame = np.asarray(central(frame, MEASURED_SIDE), dtype=np.float64)
     lo, hi = frame.min(), frame.max()
     if hi <= lo:
         return []
@@ -106,9 +107,15 @@ def frame_widths(frame: np.ndarray) -> list[tuple[float, float]]:
     return _tile_widths(residual, (frame <= lo) | (frame >= hi))
 
 
-def spread(count: int) -> np.ndarray:
-    """Indices of up to MEASURED_FRAMES frames evenly spread over `count`."""
-    return np.unique(np.linspace(0, count - 1, min(MEASURED_FRAMES, count)).round().astype(int))
+def central(frame: np.ndarray, side: int) -> np.ndarray:
+    """The central part of at most side x side of a frame (a view)."""
+    top, left = max(0, (frame.shape[0] - side) // 2), max(0, (frame.shape[1] - side) // 2)
+    return frame[top:top + side, left:left + side]
+
+
+def spread(count: int, most: int = MEASURED_FRAMES) -> np.ndarray:
+    """Indices of up to `most` of `count` frames, evenly spread."""
+    return np.unique(np.linspace(0, count - 1, min(most, count)).round().astype(int))
 
 
 def measure(frames) -> Grain | None:

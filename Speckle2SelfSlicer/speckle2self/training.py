@@ -23,8 +23,7 @@ from .network import HEADS, SCALES, Speckle2SelfNet
 from .perturbation import perturb
 from .precision import autocast, resolve_precision
 from .scale import factor_for, measure, resampled
-from .weights import (check_output_folder, load_checkpoint, load_optimiser_state, optimiser_path, save_checkpoint,
-                      sha256)
+from .weights import check_output_folder, load_checkpoint, load_optimiser_state, save_checkpoint, sha256
 
 
 SCHEDULES = ("constant", "cosine")
