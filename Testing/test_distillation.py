@@ -47,13 +47,14 @@ def test_cli_distils_the_given_teacher_into_a_checkpoint_with_its_card(tmp_path,
     teacher = tmp_path / "teacher.pt"
     from speckle2self.weights import save_checkpoint
 
-    save_checkpoint(_teacher(), teacher, {})
+    save_checkpoint(_teacher(), teacher, {"speckle_grain": 4.5})
     out = tmp_path / "student.pt"
     assert main(["distil", str(SAMPLE), "--teacher", str(teacher), "--out", str(out), "--steps", "3",
                  "--width", "4", "--size", "32", "--batch", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 3
     student, card = load_checkpoint(out)
     assert student.width == 4 and card["teacher_sha256"] == sha256(teacher)
+    assert card["speckle_grain"] == 4.5  # copied at the teacher's grain, despeckles at it
     assert card["command"].startswith("speckle2self distil") and card["distillation"]["steps"] == 3
 
 

@@ -5,7 +5,9 @@ paper's 32), so it loads, despeckles and fine-tunes like any checkpoint (`--mode
 student copies the teacher's full-scale branch (the despeckling path) and, in turn, one of the two
 smaller-scale branches (so its three encoders stay fit for fine-tuning with the Speckle2Self loss).
 The frames are random crops of the user's noisy images under the released augmentation plus a random
-display gamma, so every crop is a new input; no clean image and no published output is involved.
+display gamma, so every crop is a new input; no clean image and no published output is involved. A teacher
+trained at a speckle grain (its card's `speckle_grain`) is copied on frames resampled to that grain, the grid
+it despeckles at, and the student inherits the grain.
 """
 from __future__ import annotations
 
@@ -87,11 +89,12 @@ def distil_job(sources: Sequence[np.ndarray], teacher=None, config: DistilConfig
     precision = resolve_precision(config.precision, dev)
     teacher, teacher_card = initial_model(teacher if teacher is not None else DEFAULT_WEIGHTS)
     teacher = teacher.to(dev).eval().requires_grad_(False)
+    grain = teacher_card.get("speckle_grain")
 
     def work(job: Job):
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
-        sampler = CropSampler(sources, config.size, rng)
+        sampler = CropSampler(sources, config.size, rng, grain)
         transform = augmentation(config.size, config.seed)
         student = Speckle2SelfNet(config.width, teacher.head).to(dev).train()
         optimiser = torch.optim.Adam(student.parameters(), lr=config.lr)
@@ -104,7 +107,8 @@ def distil_job(sources: Sequence[np.ndarray], teacher=None, config: DistilConfig
 
         def card() -> dict:
             seconds = time.perf_counter() - start
-            return {**(card_extra or {}), "distillation": {**asdict(config), "precision": precision},
+            return {**(card_extra or {}), **({"speckle_grain": grain} if grain is not None else {}),
+                    "distillation": {**asdict(config), "precision": precision},
                     "teacher_sha256": teacher_card.get("init_sha256"), "steps": step,
                     "seconds": round(seconds, 1), "cumulative_steps": step,
                     "cumulative_hours": round(seconds / 3600, 4), "final_loss": loss,
