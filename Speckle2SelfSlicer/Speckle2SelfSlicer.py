@@ -28,6 +28,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from speckle2self.errors import UserError
+from speckle2self.jobs import duration as _duration
 from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models, displayed_volume,
                                    list_finetuned_models, sequence_browser)
 from Speckle2SelfSlicerLib.cli_process import ProcessFailed
@@ -175,12 +176,6 @@ def pythonSlicer() -> str:
     """Slicer's Python interpreter outside the application (PythonSlicer, on the PATH Slicer sets, as its pip
     helpers find it; sys.executable points to it too, as SlicerNNUnet relies on)."""
     return shutil.which("PythonSlicer") or sys.executable
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
 class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
