@@ -29,8 +29,8 @@ from slicer.util import VTKObservationMixin
 
 from speckle2self.errors import UserError
 from speckle2self.jobs import duration as _duration
-from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models, displayed_volume,
-                                   list_finetuned_models, sequence_browser)
+from Speckle2SelfSlicerLib import (FINETUNE_STEPS, MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models,
+                                   displayed_volume, list_finetuned_models, sequence_browser)
 from Speckle2SelfSlicerLib.cli_process import ProcessFailed
 
 HOMEPAGE = "https://github.com/speckle2self/Speckle2Self"
@@ -113,7 +113,7 @@ class Speckle2SelfParameterNode:
     gamma: Annotated[float, WithinRange(0.3, 3.0)] = 1.0
     keepLogBias: bool = True
     finetune: bool = False
-    finetuneLength: Annotated[int, WithinRange(1, 100000)] = 200
+    finetuneLength: Annotated[int, WithinRange(1, 100000)] = FINETUNE_STEPS
     finetuneUnit: FinetuneUnit = FinetuneUnit.STEPS
     finetuneSize: Annotated[int, Choice([128, 256, 384, 512])] = 256
     saveFinetuned: bool = True

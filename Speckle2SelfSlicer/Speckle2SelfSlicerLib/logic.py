@@ -21,6 +21,8 @@ FRAMES = ("all", "current")
 """For a sequence: despeckle every frame into a new synchronized sequence, or only the current frame."""
 MODEL_ATTRIBUTE = "Speckle2Self.Model"
 """Output node attribute: the checkpoint that made it ("default" for the shipped model)."""
+FINETUNE_STEPS = 200
+"""Fine-tuning steps the Slicer module's panel and the browser page offer first."""
 GROUP_FRAMES = 16
 """Frames of small volumes (a cine's 2-D frames) gathered into one stack when no batch size is given."""
 

@@ -147,7 +147,10 @@ def volume_sequence(browser):
 
 
 def displayed_volume(node):
-    """The volume that shows `node`: the node itself, or for a sequence its proxy volume (None without one)."""
+    """The volume that shows `node`: the node itself, or for a sequence (a browser: its volume sequence) its proxy
+    volume (None without one)."""
+    if node.IsA("vtkMRMLSequenceBrowserNode"):
+        node = volume_sequence(node)
     if not node.IsA("vtkMRMLSequenceNode"):
         return node
     browser = sequence_browser(node)
