@@ -141,8 +141,11 @@ def views(page) -> tuple:
 
 def choose(page, name: str) -> None:
     """Make the open file `name` the current one."""
+    if page.get_by_role("combobox", name="File").input_value() == name:
+        return
     page.get_by_role("combobox", name="File").click(force=True)  # its selected text covers it
     page.get_by_role("option", name=name).click()
+    expect(page.get_by_role("status")).to_have_text(re.compile(f"^{re.escape(name)}: "))
 
 
 def despeckle(page, button: str = "Despeckle") -> None:

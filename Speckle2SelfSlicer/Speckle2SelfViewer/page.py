@@ -42,6 +42,7 @@ class Opened:
 
     name: str
     image: ImageData
+    description: str
     node: object
     result: object = None
 
@@ -99,7 +100,6 @@ class ReviewPage:
         self.state.update({"trame__title": "Speckle2Self review", "files": [], "current": None, "status": "",
                            "progress": 0, "progress_text": "", "busy": False, "has_result": False,
                            "fade": 1.0, "frame": 0, "frames": 0})
-        self.state.change("current")(lambda current, **_: self._show())
         self.state.change("fade")(lambda fade, **_: self.views.set_fade(float(fade)))
         self.state.change("frame")(lambda frame, **_: self._select_frame(int(frame)))
         self._layout()
@@ -128,10 +128,16 @@ class ReviewPage:
         name = image.path.name
         node = add_image(self.views.scene, image, name[:len(name) - len(extension(image.path))],
                          self.views.sequences)
-        self.opened.append(Opened(name, image.without_pixels(), node))
+        self.opened.append(Opened(name, image.without_pixels(), describe(image), node))
         self.state.files = [{"title": o.name, "value": i} for i, o in enumerate(self.opened)]
         self.state.current = len(self.opened) - 1
-        self.state.status = f"Opened {name}: {describe(image)}."
+        self.state.status = f"Opened {name}: {self.opened[-1].description}."
+        self._show()
+
+    def choose(self, current: int) -> None:
+        """Show another open file."""
+        self.state.current = current
+        self.state.status = f"{self.opened[current].name}: {self.opened[current].description}."
         self._show()
 
     def _current(self) -> Opened | None:
@@ -247,7 +253,8 @@ class ReviewPage:
                            change=f"window.load_files_by_chunks($event.target.files, {{trigger_name: '{upload}'}})"
                                   ".finally(() => { $event.target.value = null })")
                 v3.VBtn("Open", click=f"window.document.getElementById('{FILE_INPUT}').click()", disabled=("busy",))
-                v3.VSelect(v_model=("current",), items=("files",), label="File", density="compact",
+                v3.VSelect(model_value=("current",), update_modelValue=(self.choose, "[$event]"), items=("files",),
+                           label="File", density="compact",
                            hide_details=True, disabled=("busy || !files.length",), style="max-width: 320px")
                 v3.VBtn("Despeckle", click=self.despeckle, disabled=("busy || current === null",))
                 v3.VBtn("Fine-tune", click=(self.despeckle, "[true]"), disabled=("busy || current === null",))
