@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from conftest import REPO, SAMPLE
 from speckle2self.errors import UserError
-from speckle2self.image_io import read_image
+from speckle2self.image_io import read_image, write_image
 
 CINE = REPO / "Testing" / "data" / "Prostate10_3frames.igs.mha"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -143,9 +143,11 @@ def choose(page, name: str) -> None:
     """Make the open file `name` the current one."""
     if page.get_by_role("combobox", name="File").input_value() == name:
         return
+    shown = picture(views(page)[0])
     page.get_by_role("combobox", name="File").click(force=True)  # its selected text covers it
     page.get_by_role("option", name=name).click()
     expect(page.get_by_role("status")).to_have_text(re.compile(f"^{re.escape(name)}: "))
+    settled(views(page)[0], unlike=shown)
 
 
 def despeckle(page, button: str = "Despeckle") -> None:
@@ -202,6 +204,7 @@ def test_despeckle_shows_a_smoother_output_beside_the_input(sample_result):
 
 
 def test_fade_overlays_the_output_on_the_input(page, sample_result):
+    choose(page, SAMPLE.name)
     source, result = views(page)
     page.get_by_role("slider", name="Fade").fill("0")
     faded = settled(result, unlike=sample_result[1][1])
@@ -211,6 +214,7 @@ def test_fade_overlays_the_output_on_the_input(page, sample_result):
 
 
 def test_panning_and_zooming_one_view_moves_the_other(page, sample_result):
+    choose(page, SAMPLE.name)
     source, result = views(page)
     page.get_by_role("slider", name="Fade").fill("0")  # both views then show the input: the same picture
     start = settled(result, unlike=sample_result[1][1])
@@ -229,7 +233,28 @@ def test_panning_and_zooming_one_view_moves_the_other(page, sample_result):
     page.get_by_role("slider", name="Fade").fill("1")
 
 
+def test_scrolling_a_volume_in_one_view_scrolls_the_other(page, tmp_path):
+    volume = tmp_path / "three_slices.nrrd"
+    write_image(volume, read_image(CINE).array)  # the cine's frames as the slices of a 3-D volume
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Open").click()
+    chooser.value.set_files(volume)
+    expect(page.get_by_role("status")).to_have_text(f"Opened {volume.name}: 3 slices of 480 x 640 pixels.")
+    despeckle(page)
+    source, result = views(page)
+    page.get_by_role("slider", name="Fade").fill("0")
+    start = settled(source)
+    box = source.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 120)
+    moved = settled(source, unlike=start)
+    assert np.abs(moved - start).mean() > 1
+    np.testing.assert_array_equal(settled(result), moved)
+    page.get_by_role("slider", name="Fade").fill("1")
+
+
 def test_save_downloads_the_result_in_the_input_format_and_geometry(page, sample_result, tmp_path):
+    choose(page, SAMPLE.name)
     with page.expect_download() as download:
         page.get_by_role("button", name="Save").click()
     target = tmp_path / download.value.suggested_filename
@@ -244,10 +269,11 @@ def test_save_downloads_the_result_in_the_input_format_and_geometry(page, sample
 
 def test_frame_moves_both_views_of_a_cine(page):
     choose(page, CINE.name)
-    despeckle(page)
     source, result = views(page)
     page.get_by_role("slider", name="Fade").fill("1")
-    first = settled(source), settled(result)
+    empty = settled(result)
+    despeckle(page)
+    first = settled(source), settled(result, unlike=empty)
     page.get_by_role("slider", name="Frame").fill("2")
     expect(page.get_by_text("3 / 3")).to_be_visible()
     last = settled(source, unlike=first[0]), settled(result, unlike=first[1])
