@@ -299,6 +299,7 @@ def test_a_corrupt_file_shows_its_one_line_error_and_is_left_as_it_was(page, tmp
     broken.write_bytes(SAMPLE.read_bytes()[:3000])
     error = error_of(broken)
     page.get_by_role("combobox", name="File").click(force=True)
+    expect(page.get_by_role("option").first).to_be_visible()
     files = page.get_by_role("option").count()
     page.keyboard.press("Escape")
     with page.expect_file_chooser() as chooser:
