@@ -8,23 +8,12 @@ import pytest
 slicer = pytest.importorskip("slicer")
 import slicer.util  # noqa: E402
 
-from conftest import REPO, SAMPLE  # noqa: E402
+from conftest import CINE, SAMPLE  # noqa: E402
 from speckle2self.errors import UserError  # noqa: E402
 from speckle2self.image_io import ImageData, read_image, write_image  # noqa: E402
 from Speckle2SelfSlicerLib import nodes  # noqa: E402
 from Speckle2SelfSlicerLib.files import add_image, frames, result_array, result_name  # noqa: E402
-
-CINE = REPO / "Testing" / "data" / "Prostate10_3frames.igs.mha"
-
-
-@pytest.fixture
-def scene():
-    scene = slicer.vtkMRMLScene()
-    sequences = slicer.vtkSlicerSequencesLogic()
-    sequences.SetMRMLScene(scene)
-    scene.sequences = sequences
-    return scene
-
+from test_slicer_logic import ijk_to_ras, scene  # noqa: E402,F401
 
 def test_an_image_becomes_a_volume_with_its_file_geometry(scene, tmp_path):
     image = read_image(SAMPLE)
@@ -39,15 +28,7 @@ def test_an_image_becomes_a_volume_with_its_file_geometry(scene, tmp_path):
     reader.SetFileName(str(SAMPLE))
     loaded = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "read by Slicer")
     assert reader.ReadData(loaded)
-    np.testing.assert_allclose(_ijk_to_ras(volume), _ijk_to_ras(loaded))
-
-
-def _ijk_to_ras(node) -> np.ndarray:
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(matrix)
-    return slicer.util.arrayFromVTKMatrix(matrix)
+    np.testing.assert_allclose(ijk_to_ras(volume), ijk_to_ras(loaded))
 
 
 def test_a_cine_becomes_a_sequence_with_a_browser_and_a_proxy(scene):

@@ -26,11 +26,10 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 from scipy import ndimage
 
-from conftest import REPO, SAMPLE
+from conftest import CINE, SAMPLE
 from speckle2self.errors import UserError
 from speckle2self.image_io import read_image, write_image
 
-CINE = REPO / "Testing" / "data" / "Prostate10_3frames.igs.mha"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -285,7 +284,8 @@ def test_cancel_during_fine_tuning_adds_no_node_and_writes_no_file(page, viewer)
     choose(page, CINE.name)
     nodes, temporary = viewer.node_count(), sorted(viewer.temp.iterdir())  # trame-slicer keeps a cache folder
     page.get_by_role("button", name="Fine-tune").click()
-    expect(page.get_by_text(re.compile(r"^Fine-tuning: "))).to_be_visible(timeout=JOB_MS)
+    running = page.get_by_text(re.compile(r"^Fine-tuning: step \d+ .* - about \d+ (s|min \d+ s|h \d+ min) left$"))
+    expect(running).to_be_visible(timeout=JOB_MS)  # the step and the time left
     page.get_by_role("button", name="Cancel").click()
     expect(page.get_by_role("status")).to_have_text("Cancelled. Nothing was added.")
     expect(page.get_by_role("button", name="Fine-tune")).to_be_enabled()

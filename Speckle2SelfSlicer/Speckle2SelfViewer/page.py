@@ -59,7 +59,8 @@ def one_line(error: Exception) -> str:
 
 
 def describe(image: ImageData) -> str:
-    """"3 frames of 480 x 640 pixels", "an image of 400 x 600 pixels" and the like."""
+    """"3 frames of 480 x 640 pixels", "image of 400 x 600 pixels" and the like; UserError for an image that cannot
+    be despeckled."""
     layout = validate(image.array)
     rows, columns = frame_shape(image.array, layout)
     count = frame_count(layout)
@@ -125,13 +126,13 @@ class ReviewPage:
 
     def add(self, image: ImageData) -> None:
         """Open a file read by speckle2self's reader."""
-        name = image.path.name
+        name, description = image.path.name, describe(image)  # checked before anything is added
         node = add_image(self.views.scene, image, name[:len(name) - len(extension(image.path))],
                          self.views.sequences)
-        self.opened.append(Opened(name, image.without_pixels(), describe(image), node))
+        self.opened.append(Opened(name, image.without_pixels(), description, node))
         self.state.files = [{"title": o.name, "value": i} for i, o in enumerate(self.opened)]
         self.state.current = len(self.opened) - 1
-        self.state.status = f"Opened {name}: {self.opened[-1].description}."
+        self.state.status = f"Opened {name}: {description}."
         self._show()
 
     def choose(self, current: int) -> None:
@@ -176,8 +177,9 @@ class ReviewPage:
         except Exception as error:
             self.state.status = one_line(error)
             return
+        doing = "Fine-tuning on and despeckling" if finetune else "Despeckling"
         self.state.update({"busy": True, "progress": 0, "progress_text": "Starting...",
-                           "status": f"{'Fine-tuning on and despeckling' if finetune else 'Despeckling'} {opened.name}"})
+                           "status": f"{doing} {opened.name}"})
         asyncio.get_running_loop().create_task(self._follow(self.job, opened, time.perf_counter()))
 
     async def _follow(self, job, opened: Opened, start: float) -> None:
