@@ -8,7 +8,12 @@ SAMPLE := Speckle2SelfSlicer/Resources/SampleData/BkCurvilinearScanConvertedData
 DEMO_OUT := demo-output
 SHARED_DATA ?= ../shared/data
 
-.PHONY: demo test install install-test install-bench bench-speed bench clean
+# Debian packages: Mesa's EGL renders the page's slice views without a display or GPU (`speckle2self view`);
+# the browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+VIEW_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
+TEST_PACKAGES := $(VIEW_PACKAGES) chromium
+
+.PHONY: demo test view screenshots install install-test install-view install-bench bench-speed bench clean debian-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +28,19 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+$(VENV)/.installed-view: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[viewer]'
+	touch $@
+
 $(VENV)/.installed-bench: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install -q -e '.[bench]'
 	touch $@
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(TEST_PACKAGES)"
+install-view: $(VENV)/.installed-view
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(VIEW_PACKAGES)"
 install-bench: $(VENV)/.installed-bench
 
 demo: install
@@ -40,6 +52,24 @@ demo: install
 
 test: install-test
 	$(BIN)/python -m pytest -q
+
+# The review page on the bundled sample: http://127.0.0.1:8080/ (Ctrl+C stops it).
+view: install-view
+	$(BIN)/speckle2self view $(SAMPLE)
+
+# The page before and after despeckling the sample, for the README: docs/viewer_before.png, docs/viewer_after.png.
+screenshots: install-test
+	SPECKLE2SELF_SCREENSHOTS=docs $(BIN)/python -m pytest -q Testing/test_viewer_browser.py -k smoother
+
+# Installs the Debian PACKAGES that are missing (as root; quick when none is).
+debian-packages:
+	@missing=""; for package in $(PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" || missing="$$missing $$package"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "Install$$missing (or your system's equivalents) first"; exit 1; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "Install$$missing first: sudo apt-get install$$missing"; exit 1; fi; \
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends$$missing
 
 # Speed of each execution path on this machine (about 10 minutes): writes docs/performance.md.
 bench-speed: install

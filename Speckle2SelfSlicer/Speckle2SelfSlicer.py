@@ -28,8 +28,9 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from speckle2self.errors import UserError
-from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models, displayed_volume,
-                                   first_volume, list_finetuned_models, sequence_browser)
+from speckle2self.jobs import duration as _duration
+from Speckle2SelfSlicerLib import (FINETUNE_STEPS, MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models,
+                                   displayed_volume, first_volume, list_finetuned_models, sequence_browser)
 from Speckle2SelfSlicerLib.cli_process import ProcessFailed
 
 HOMEPAGE = "https://github.com/speckle2self/SlicerSpeckle2Self"
@@ -106,7 +107,7 @@ class Speckle2SelfParameterNode:
     gamma: Annotated[float, WithinRange(0.3, 3.0)] = 1.0
     keepLogBias: bool = True
     finetune: bool = False
-    finetuneLength: Annotated[int, WithinRange(1, 100000)] = 200
+    finetuneLength: Annotated[int, WithinRange(1, 100000)] = FINETUNE_STEPS
     finetuneUnit: FinetuneUnit = FinetuneUnit.STEPS
     finetuneSize: Annotated[int, Choice([128, 256, 384, 512])] = 256
     saveFinetuned: bool = True
@@ -223,12 +224,6 @@ def installPackages(required, optional=(), ask: bool = True, report=logging.info
             logging.warning(f"Speckle2Self: {', '.join(optional)} not installed ({error}); despeckling runs on torch")
     importlib.invalidate_caches()
     return not dependencies.unmet(required)
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
 class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

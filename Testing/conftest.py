@@ -9,6 +9,8 @@ import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "Speckle2SelfSlicer" / "Resources" / "SampleData" / "BkCurvilinearScanConvertedData.nrrd"
+CINE = REPO / "Testing" / "data" / "Prostate10_3frames.igs.mha"
+"""Three real frames of a PLUS cine (Testing/data/README.md)."""
 SHARED_DATA = REPO.parent / "shared" / "data"
 PUBLISHED_REFERENCE = REPO.parent / "shared" / "reference" / "carotid_published"
 

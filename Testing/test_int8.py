@@ -51,7 +51,7 @@ def test_int8_output_matches_the_fp32_reference_on_held_out_scans(shared_data, n
 
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_the_shipped_weights_come_with_their_int8_model(name):
-    """After shipped weights change, `python -m speckle2self.int8 NAME` makes their int8 model again."""
+    """After shipped weights change, `python -m speckle2self.bench.int8_twins NAME` makes their int8 model again."""
     assert int8.cached(inference_model(SHIPPED[name], device="cpu")) == int8.SHIPPED[name] / "model.xml"
 
 

@@ -119,12 +119,16 @@ def test_choices_match_what_the_code_maps_them_to(source):
 
 BENCH_DIR = MODULE_DIR / "speckle2self" / "bench"
 """The benchmark machinery: part of the Python package, never shipped in the extension."""
+VIEWER_DIR = MODULE_DIR / "Speckle2SelfViewer"
+"""The browser page: a front end of its own (`speckle2self view`), not part of the extension."""
 
 
 def product_python_files() -> set[Path]:
-    """Every Python file of the module, its logic and the core package, outside the benchmark machinery."""
+    """Every Python file of the module, its logic and the core package, outside the benchmark machinery and the
+    browser page."""
     skip = ("__pycache__", ".egg-info")
-    return {p for p in MODULE_DIR.rglob("*.py") if not any(s in str(p) for s in skip) and BENCH_DIR not in p.parents}
+    return {p for p in MODULE_DIR.rglob("*.py")
+            if not any(s in str(p) for s in skip) and not {BENCH_DIR, VIEWER_DIR} & set(p.parents)}
 
 
 def test_cmake_lists_every_file_the_module_needs(source):

@@ -13,10 +13,10 @@ import numpy as np
 
 from speckle2self.errors import Cancelled, UserError
 from speckle2self.jobs import Job, Progress, follow
-from speckle2self.weights import SHIPPED
 
 from . import nodes
 from .finetuned import default_models_dir, new_model_path
+from .runs import NOT_SAVED, frame_groups, model_label, scene_closed
 
 FRAMES = ("all", "current")
 """For a sequence: despeckle every frame into a new synchronized sequence, or only the current frame."""
@@ -24,6 +24,8 @@ MODEL_ATTRIBUTE = "Speckle2Self.Model"
 SCALE_ATTRIBUTE = "Speckle2Self.Scale"
 """Output node attribute: the speckle-scale resampling used (JSON: factor, measured and model grain)."""
 """Output node attribute: the checkpoint that made it ("default" for the shipped model)."""
+FINETUNE_STEPS = 200
+"""Fine-tuning steps the Slicer module's panel and the browser page offer first."""
 GROUP_FRAMES = 16
 """Frames of small volumes (a cine's 2-D frames) gathered into one stack when no batch size is given."""
 
@@ -61,21 +63,6 @@ class _Phase:
         return self.job.progress(done, self.total, f"{self.label}: {detail}", since=self.start)
 
 
-def scene_closed() -> UserError:
-    return UserError("The scene was closed while despeckling, so no result was added",
-                     "load the input again and rerun")
-
-
-NOT_SAVED = ", fine-tuned, not saved"
-
-
-def model_label(weights, note: str = "") -> str:
-    """The MODEL_ATTRIBUTE value of an output made with `weights` (None: the shipped model) and `note`: what
-    fine-tuning did when no fine-tuned model was saved (NOT_SAVED, or "; " and the safeguard's verdict)."""
-    shipped = {str(path): name for name, path in SHIPPED.items()}
-    return (shipped.get(str(weights), str(weights)) if weights else "default") + note
-
-
 class _SceneWatch:
     """Within it, closing (clearing) the scene cancels `job`, which then ends in a UserError saying so."""
 
@@ -94,22 +81,6 @@ class _SceneWatch:
         if self.closed and kind is Cancelled:
             raise scene_closed() from None
         return False
-
-
-def frame_groups(arrays: list[np.ndarray], batch_size: float):
-    """Indices of consecutive arrays with the same frame shape and type, at most `batch_size` frames a group
-    (a volume with more frames is a group alone): frames of a cine loop are despeckled in batches."""
-    group: list[int] = []
-    for i, array in enumerate(arrays):
-        if group:
-            first = arrays[group[0]]
-            frames = sum(len(arrays[j]) for j in group) + len(array)
-            if array.shape[1:] != first.shape[1:] or array.dtype != first.dtype or frames > batch_size:
-                yield group
-                group = []
-        group.append(i)
-    if group:
-        yield group
 
 
 class Speckle2SelfLogic:

@@ -67,15 +67,32 @@ def write_volume(node, like, array: np.ndarray) -> None:
         copy_display(node, like)
 
 
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+"""Slicer's RAS coordinates to ITK's LPS ones and back (its own inverse)."""
+
+
 def itk_geometry(node) -> dict:
     """Spacing, origin and direction of a volume node as ITK (SimpleITK, image files) has them: in LPS
     coordinates where Slicer uses RAS, so a file written with them opens in Slicer where the node lies."""
     directions = vtk.vtkMatrix4x4()
     node.GetIJKToRASDirectionMatrix(directions)
-    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
-    rotation = ras_to_lps @ slicer.util.arrayFromVTKMatrix(directions)[:3, :3]
-    return {"spacing": tuple(node.GetSpacing()), "origin": tuple(ras_to_lps @ np.array(node.GetOrigin())),
+    rotation = RAS_TO_LPS @ slicer.util.arrayFromVTKMatrix(directions)[:3, :3]
+    return {"spacing": tuple(node.GetSpacing()), "origin": tuple(RAS_TO_LPS @ np.array(node.GetOrigin())),
             "direction": tuple(rotation.ravel())}
+
+
+def set_itk_geometry(node, spacing, origin, direction) -> None:
+    """Place a volume node where ITK geometry (as `itk_geometry` gives it, or 2-D: a frame in the z = 0 plane)
+    puts it."""
+    dimension = len(spacing)
+    rotation = np.eye(4)
+    rotation[:dimension, :dimension] = np.reshape(direction, (dimension, dimension))
+    rotation[:3, :3] = RAS_TO_LPS @ rotation[:3, :3]
+    matrix = vtk.vtkMatrix4x4()
+    slicer.util.updateVTKMatrixFromArray(matrix, rotation)
+    node.SetIJKToRASDirectionMatrix(matrix)
+    node.SetSpacing(*spacing, *[1.0] * (3 - dimension))
+    node.SetOrigin(*(RAS_TO_LPS @ np.array([*origin, *[0.0] * (3 - dimension)])))
 
 
 def copy_display(node, like) -> None:
@@ -136,7 +153,10 @@ def volume_sequence(browser):
 
 
 def displayed_volume(node):
-    """The volume that shows `node`: the node itself, or for a sequence its proxy volume (None without one)."""
+    """The volume that shows `node`: the node itself, or for a sequence (a browser: its volume sequence) its proxy
+    volume (None without one)."""
+    if node.IsA("vtkMRMLSequenceBrowserNode"):
+        node = volume_sequence(node)
     if not node.IsA("vtkMRMLSequenceNode"):
         return node
     browser = sequence_browser(node)

@@ -20,7 +20,7 @@ from speckle2self.weights import atomic_write, read_card, write_card
 from . import nodes
 from .cli_process import CliProcess
 from .finetuned import file_stem, new_model_path
-from .logic import NOT_SAVED, frame_groups, model_label, scene_closed
+from .runs import NOT_SAVED, frame_groups, model_label, scene_closed
 
 CLI_OPTIONS = {"weights": "--weights", "device": "--device", "gamma": "--gamma", "batch_size": "--batch",
                "precision": "--precision", "finetune_steps": "--finetune-steps",

@@ -66,7 +66,7 @@ class ImageData:
         return replace(self, array=np.broadcast_to(np.zeros((), self.array.dtype), self.array.shape))
 
 
-def _extension(path: Path) -> str:
+def extension(path: Path) -> str:
     name = Path(path).name.lower()
     return next((e for e in SUPPORTED_EXTENSIONS if name.endswith(e)), Path(name).suffix)
 
@@ -92,7 +92,7 @@ def _check_layout(array: np.ndarray, name: str) -> None:
 def read_image(path) -> ImageData:
     """Read an image, volume or sequence; raise UserError (one line) for anything unreadable."""
     path = Path(path)
-    ext = _extension(path)
+    ext = extension(path)
     if not path.exists():
         raise UserError(f"{path} does not exist", "check the path")
     if path.is_dir():
@@ -217,7 +217,7 @@ def _check_nifti_complete(path: Path, metadata: dict[str, str]) -> None:
         except (OSError, EOFError, zlib.error):
             size = -1
     if size < expected:
-        raise _corrupt(path, _extension(path))
+        raise _corrupt(path, extension(path))
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -254,7 +254,7 @@ def write_image(path, array: np.ndarray, like: ImageData | None = None, force: b
 
 
 def _check_target(path: Path, like: ImageData | None, force: bool) -> str:
-    ext = _extension(path)
+    ext = extension(path)
     if ext not in SUPPORTED_EXTENSIONS or ext in READ_ONLY:
         writable = " ".join(e for e in SUPPORTED_EXTENSIONS if e not in READ_ONLY)
         raise UserError(f"Cannot write '{ext or path.name}' files", f"use one of {writable}")
@@ -318,7 +318,7 @@ def _metadata_for(like: ImageData | None, ext: str) -> dict[str, str]:
     source (those keys are its binary header, which the writer rebuilds), and the Slicer sequence keys
     (DataNodeClassName, axis <A> index ...) unless writing a .seq.nrrd, whose frame axis is axis 0.
     """
-    if like is None or like.path is not None and _extension(like.path) in NIFTI:
+    if like is None or like.path is not None and extension(like.path) in NIFTI:
         return {}
     kept = {}
     for key, value in like.metadata.items():

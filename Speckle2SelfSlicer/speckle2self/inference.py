@@ -6,14 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import frames as fr
 from . import int8
 from . import scale as sc
 from .errors import UserError
 from .jobs import Job
-from .network import DOWNSAMPLING, InferenceNet, Speckle2SelfNet
+from .network import DOWNSAMPLING, InferenceNet, Speckle2SelfNet, pad_to_multiple
 from .postprocess import SMOOTHING, brightness_matched, degridded, log_bias_removed, smoothed
 from .precision import autocast, bf16_is_fast, resolve_precision
 from .weights import DEFAULT_WEIGHTS, load_checkpoint, read_card, stamped_sha256
@@ -83,14 +82,6 @@ def _frames_that_fit(h: int, w: int, factor: float, net: InferenceNet, memory_li
                         "crop or downsample the image, " + ("use --scale 1, " if factor > 1 else "")
                         + "or raise the limit (--max-memory)")
     return memory_limit // needed
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING) -> torch.Tensor:
-    """Replicate-pad the bottom and right edges of (B, C, H, W) to a multiple of `multiple`, and a frame
-    that would be one multiple both ways to two wide (InstanceNorm needs more than one bottleneck pixel)."""
-    h, w = x.shape[-2:]
-    right, bottom = -w % multiple + (multiple if max(h, w) <= multiple else 0), -h % multiple
-    return F.pad(x, (0, right, 0, bottom), mode="replicate") if right or bottom else x
 
 
 def automatic_batch(h: int, w: int, device: torch.device) -> int:

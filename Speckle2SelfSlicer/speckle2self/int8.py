@@ -2,7 +2,8 @@
 
 Each network is converted and quantised once (keyed by its tensors, `RECIPE` and the calibration frames),
 kept in the cache folder and compiled once per process with dynamic frame sizes; the shipped model's int8
-twins ship with them (models/int8_default/ and int8_fast/, made by `python -m speckle2self.int8`). Quantising takes seconds
+twins ship with them (models/int8_default/ and int8_fast/, made by
+`python -m speckle2self.bench.int8_twins`). Quantising takes seconds
 to tens of seconds, so 'auto' only does it for a job large enough to earn it back (`WORTH_PIXELS`).
 
 The calibration frames are real scans bundled with the package (`models/calibration_frames.npz`, BSD-3
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .network import InferenceNet
+from .network import InferenceNet, pad_to_multiple
 from .subpixel import openvino_model
 from . import weights
 
@@ -72,7 +73,6 @@ def calibration_frames() -> list[np.ndarray]:
     """The bundled real frames as the network sees them: (1, 1, H, W) float32 in [0, 1], padded, and
     each mirrored left to right as well."""
     from .frames import normalise
-    from .inference import pad_to_multiple
 
     with np.load(CALIBRATION) as bundle:
         frames = [bundle[name] for name in bundle.files]
@@ -80,7 +80,7 @@ def calibration_frames() -> list[np.ndarray]:
     return units + [np.ascontiguousarray(u[..., ::-1]) for u in units]
 
 
-def _quantise(net: InferenceNet, target: Path) -> None:
+def quantise(net: InferenceNet, target: Path) -> None:
     """Convert `net` to OpenVINO, quantise it and save it as target/model.xml, all or nothing."""
     import nncf
     import openvino as ov
@@ -140,7 +140,7 @@ def quantised_model(net: InferenceNet) -> Path:
     path = cached(net)
     if path is None:
         path = cache_folder() / "int8" / key(net) / "model.xml"
-        _quantise(net, path.parent)
+        quantise(net, path.parent)
     return path
 
 
@@ -166,24 +166,3 @@ def _network(path: str, bf16: bool, threads: int) -> Int8Network:
 def int8_network(net: InferenceNet, bf16: bool) -> Int8Network:
     """The int8 twin of `net`, compiled for this process (and cached on disk across processes)."""
     return _network(str(quantised_model(net)), bf16, torch.get_num_threads())
-
-
-def ship(name: str) -> Path:
-    """Quantise the shipped model `name` into its SHIPPED twin, replacing what is there (after its weights change)."""
-    from .inference import inference_model
-
-    net, twin = inference_model(weights.shipped_weights(name), device="cpu"), SHIPPED[name]
-    with tempfile.TemporaryDirectory() as folder:
-        _quantise(net, Path(folder) / "model")
-        twin.mkdir(exist_ok=True)
-        for file in ("model.xml", "model.bin"):
-            shutil.copyfile(Path(folder) / "model" / file, twin / file)
-    (twin / "key.txt").write_text(key(net) + "\n")
-    return twin / "model.xml"
-
-
-if __name__ == "__main__":  # python -m speckle2self.int8 [NAME ...]: the named shipped models, default all
-    import sys
-
-    for shipped in sys.argv[1:] or SHIPPED:
-        print(ship(shipped))

@@ -31,6 +31,13 @@ class Progress:
         return max(0.0, self.elapsed * (self.total - self.done) / self.done)
 
 
+def duration(seconds: float) -> str:
+    """A time for people: "45 s", "3 min 05 s", "1 h 02 min"."""
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
 class Job(Generic[T]):
     """Wraps a generator `work(job)` that yields Progress and returns the result.
 

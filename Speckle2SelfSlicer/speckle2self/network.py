@@ -7,6 +7,7 @@ paper's layers exactly; a faithful build at width 32 has 1,955,520 parameters pe
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import nn
 
@@ -18,6 +19,14 @@ HEADS = ("faithful", "linear")
 """The decoder's last layer: 'faithful' ends in InstanceNorm + ReLU as the paper states, which fixes every
 output's mean and spread whatever the input's brightness; 'linear' ends at the transposed convolution
 (same parameters), so the output can follow the input's brightness."""
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING) -> torch.Tensor:
+    """Replicate-pad the bottom and right edges of (B, C, H, W) to a multiple of `multiple`, and a frame
+    that would be one multiple both ways to two wide (InstanceNorm needs more than one bottleneck pixel)."""
+    h, w = x.shape[-2:]
+    right, bottom = -w % multiple + (multiple if max(h, w) <= multiple else 0), -h % multiple
+    return F.pad(x, (0, right, 0, bottom), mode="replicate") if right or bottom else x
 
 
 def _conv(cin: int, cout: int, stride: int = 1, act: bool = True, transposed: bool = False,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...inference import pad_to_multiple
+from ...network import pad_to_multiple
 from ...network import Decoder, Encoder
 from ...precision import autocast, resolve_precision
 
