@@ -28,9 +28,12 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from speckle2self.errors import UserError
+from speckle2self.budgets import PRESETS
 from speckle2self.jobs import duration as _duration
-from Speckle2SelfSlicerLib import (FINETUNE_STEPS, MODEL_ATTRIBUTE, Speckle2SelfLogic, delete_finetuned_models,
-                                   displayed_volume, first_volume, list_finetuned_models, sequence_browser)
+from Speckle2SelfSlicerLib import (FINETUNE_STEPS, MODEL_ATTRIBUTE, SCANNER_ATTRIBUTE, Speckle2SelfLogic,
+                                   delete_finetuned_models, displayed_volume, first_volume, latest_for_scanner,
+                                   list_finetuned_models, scanner_label, sequence_browser)
+from Speckle2SelfSlicerLib.finetuned import SCANNER_TAGS
 from Speckle2SelfSlicerLib.cli_process import ProcessFailed
 
 HOMEPAGE = "https://github.com/speckle2self/SlicerSpeckle2Self"
@@ -226,6 +229,22 @@ def installPackages(required, optional=(), ask: bool = True, report=logging.info
     return not dependencies.unmet(required)
 
 
+def scannerOf(volume) -> Optional[str]:
+    """The scanner and probe of `volume`: its SCANNER_ATTRIBUTE, else read from Slicer's DICOM database for a volume
+    loaded from DICOM (and then stored on it and on its sequence, where fine-tuning reads it)."""
+    label = volume.GetAttribute(SCANNER_ATTRIBUTE)
+    uids = volume.GetAttribute("DICOM.instanceUIDs")
+    if label or not uids or getattr(slicer, "dicomDatabase", None) is None:
+        return label
+    uid = uids.split()[0]
+    label = scanner_label({tag: slicer.dicomDatabase.instanceValue(uid, tag.replace("|", ",")) for tag in SCANNER_TAGS})
+    browser = sequence_browser(volume)
+    for node in (volume, browser.GetMasterSequenceNode() if browser is not None else None):
+        if label and node is not None:
+            node.SetAttribute(SCANNER_ATTRIBUTE, label)
+    return label
+
+
 class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module panel: choices in a typed parameter node, the work in a separate process polled by a timer,
     review and measurement of the result."""
@@ -242,6 +261,7 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._jobInput = None
         self._jobStart = 0.0
         self._lastResult = None
+        self._offeredFor = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -263,6 +283,10 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.showResultButton.connect("clicked(bool)", self.showResult)
         self.ui.measureButton.connect("clicked(bool)", self.onMeasure)
         self.ui.opacitySlider.connect("valueChanged(double)", self._setOverlayOpacity)
+        for budget in PRESETS:
+            self.ui.finetunePresetComboBox.addItem(budget.label())
+        self.ui.finetunePresetComboBox.setCurrentIndex(-1)
+        self.ui.finetunePresetComboBox.connect("activated(int)", self._chooseBudget)
         self.ui.progressBar.visible = False
 
         self.initializeParameterNode()
@@ -318,10 +342,13 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             if parameters is None:
                 return
             self.ui.framesComboBox.enabled = sequence_browser(parameters.inputVolume) is not None
+            if parameters.inputVolume is not self._offeredFor:
+                self._offeredFor = parameters.inputVolume
+                self._offerTunedModel(parameters.inputVolume)
             weightsFile = parameters.model is Model.FILE
             self.ui.weightsPathLineEdit.enabled = weightsFile
-            for widget in (self.ui.finetuneLengthSpinBox, self.ui.finetuneUnitComboBox, self.ui.finetuneSizeComboBox,
-                           self.ui.saveFinetunedCheckBox):
+            for widget in (self.ui.finetunePresetComboBox, self.ui.finetuneLengthSpinBox, self.ui.finetuneUnitComboBox,
+                           self.ui.finetuneSizeComboBox, self.ui.saveFinetunedCheckBox):
                 widget.enabled = parameters.finetune
             self.ui.opacitySlider.enabled = parameters.reviewMode is ReviewMode.OVERLAY
             self.ui.showResultButton.enabled = self._lastResult is not None
@@ -516,6 +543,23 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
                 composite.SetLinkedControl(True)
                 sliceLogic.GetSliceNode().RotateToVolumePlane(volume)
                 sliceLogic.FitSliceToAll()
+
+    def _offerTunedModel(self, volume) -> None:
+        """When a model was fine-tuned on scans from the input's scanner and probe, put it in the weights file box
+        and say so (the user chooses Model > Weights file to use it)."""
+        scanner = scannerOf(volume) if volume is not None else None
+        model = latest_for_scanner(self.logic.modelsDir, scanner)
+        if model is not None:
+            self.ui.weightsPathLineEdit.currentPath = str(model.path)
+            self._setStatus(_("A model fine-tuned on scans from {scanner} is saved ({model}): choose Model > Weights "
+                              "file to use it.").format(scanner=scanner, model=model.describe()))
+
+    def _chooseBudget(self, index: int):
+        """A preset budget sets the fine-tuning length in steps."""
+        with self._errorsShown(_("Cannot choose the fine-tuning budget")):
+            if self._parameterNode is not None and 0 <= index < len(PRESETS):
+                self._parameterNode.finetuneUnit = FinetuneUnit.STEPS
+                self._parameterNode.finetuneLength = PRESETS[index].steps
 
     def _setOverlayOpacity(self, opacity: float):
         with self._errorsShown(_("Cannot set the overlay's opacity")):

@@ -191,6 +191,9 @@ def test_carotid_figure_shows_input_published_and_ours_side_by_side(tmp_path, ti
     assert figure.shape == (2 * 64 + 4, 3 * 64 + 8)
     assert np.array_equal(figure[:64, :64], pub.gamma8(noisy[1]))
     assert np.array_equal(figure[:64, 68:132], pub.gamma8(noisy[1]))  # the published frame, already gamma 2
+    tuned = np.array(Image.open(pub.comparison_figure(tmp_path, tmp_path / "tuned.png", tiny_weights,
+                                                      frames=(("01", 1),), finetune_steps=1)))
+    assert tuned.shape == (64, 4 * 64 + 12) and np.array_equal(tuned[:, :200], figure[:64])
 
 
 @pytest.mark.parametrize("lr", ["0", "-1e-3"])

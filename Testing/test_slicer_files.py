@@ -11,7 +11,7 @@ import slicer.util  # noqa: E402
 from conftest import CINE, SAMPLE  # noqa: E402
 from speckle2self.errors import UserError  # noqa: E402
 from speckle2self.image_io import ImageData, read_image, write_image  # noqa: E402
-from Speckle2SelfSlicerLib import nodes  # noqa: E402
+from Speckle2SelfSlicerLib import SCANNER_ATTRIBUTE, nodes, scanner_label  # noqa: E402
 from Speckle2SelfSlicerLib.files import add_image, frames, result_array, result_name  # noqa: E402
 from test_slicer_logic import ijk_to_ras, scene  # noqa: E402,F401
 
@@ -29,6 +29,14 @@ def test_an_image_becomes_a_volume_with_its_file_geometry(scene, tmp_path):
     loaded = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "read by Slicer")
     assert reader.ReadData(loaded)
     np.testing.assert_allclose(ijk_to_ras(volume), ijk_to_ras(loaded))
+
+
+def test_the_scanner_and_probe_of_a_dicom_file_are_kept_on_the_node(scene):
+    tags = {"0008|0070": "ACME ", "0008|1090": "Sono-1", "0018|5010": "L12-5", "0010|0010": "Doe^Jane"}
+    image = ImageData(np.zeros((32, 48), np.uint8), metadata=tags)
+    assert add_image(scene, image, "scan").GetAttribute(SCANNER_ATTRIBUTE) == "ACME Sono-1 L12-5"
+    assert scanner_label({"0008|0070": "ACME"}) == "ACME" and scanner_label({}) is None
+    assert add_image(scene, ImageData(np.zeros((32, 48), np.uint8)), "plain").GetAttribute(SCANNER_ATTRIBUTE) is None
 
 
 def test_a_cine_becomes_a_sequence_with_a_browser_and_a_proxy(scene):

@@ -14,8 +14,9 @@ import vtk  # noqa: E402
 from speckle2self.errors import Cancelled, UserError  # noqa: E402
 from speckle2self.inference import despeckle, despeckle_job  # noqa: E402
 from speckle2self.training import FINETUNE_LR  # noqa: E402
-from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, SCALE_ATTRIBUTE, Speckle2SelfLogic,  # noqa: E402
-                                   delete_finetuned_models, displayed_volume, first_volume, list_finetuned_models)
+from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, SCALE_ATTRIBUTE, SCANNER_ATTRIBUTE,  # noqa: E402
+                                   Speckle2SelfLogic, delete_finetuned_models, displayed_volume, first_volume,
+                                   latest_for_scanner, list_finetuned_models)
 
 FRAME = (slice(100, 164), slice(250, 314))
 """A 64x64 crop of the bundled sample with real speckle."""
@@ -393,6 +394,7 @@ def test_output_sequence_saves_and_reads_back_as_seq_nrrd(scene, logic, frames, 
 
 def test_finetune_then_despeckle_saves_model_that_can_be_listed_and_deleted(scene, logic, frames, tiny_weights):
     volume = add_volume(scene, frames[:3])
+    volume.SetAttribute(SCANNER_ATTRIBUTE, "ACME Sono-1 L12-5")
     job = logic.process_job(volume, weights=tiny_weights, finetune_steps=2, finetune_size=32, batch_size=2)
     messages = [p.message for p in job]
     output = job.result
@@ -405,6 +407,10 @@ def test_finetune_then_despeckle_saves_model_that_can_be_listed_and_deleted(scen
     assert models[0].card["source"] == "input" and models[0].card["steps"] == 2
     assert models[0].card["config"]["lr"] == FINETUNE_LR   # the one fine-tuning recipe
     assert models[0].path.name.startswith("input-") and "2 steps" in models[0].describe()
+    assert models[0].card["scanner"] == "ACME Sono-1 L12-5"  # offered for the next scan from that scanner
+    assert latest_for_scanner(logic.modelsDir, "ACME Sono-1 L12-5") == models[0]
+    assert latest_for_scanner(logic.modelsDir, "Other Probe") is None
+    assert latest_for_scanner(logic.modelsDir, None) is None
     # The saved model reproduces the output when used as weights.
     again = logic.process(volume, weights=models[0].path, batch_size=2)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(again), slicer.util.arrayFromVolume(output))

@@ -17,7 +17,7 @@ import slicer.util  # noqa: E402
 from speckle2self.errors import UserError  # noqa: E402
 from speckle2self.image_io import read_image  # noqa: E402
 from speckle2self.weights import TENSOR_DIGEST, load_checkpoint, sha256  # noqa: E402
-from Speckle2SelfSlicerLib import MODEL_ATTRIBUTE, list_finetuned_models  # noqa: E402
+from Speckle2SelfSlicerLib import MODEL_ATTRIBUTE, SCANNER_ATTRIBUTE, list_finetuned_models  # noqa: E402
 from Speckle2SelfSlicerLib.cli_process import ProcessFailed  # noqa: E402
 from Speckle2SelfSlicerLib.subprocess_job import cli_arguments, write_inputs  # noqa: E402
 from test_slicer_logic import (add_sequence, add_volume, frames, ijk_to_ras, logic, node_ids, scene,  # noqa: E402,F401
@@ -157,6 +157,7 @@ def test_fine_tuning_gives_the_in_process_output_and_model(scene, logic, frames,
     """Both paths take the safeguard's decision on the same computation: the same output and model label, and
     a kept model moved into the models folder."""
     volume = add_volume(scene, frames[:3])
+    volume.SetAttribute(SCANNER_ATTRIBUTE, "ACME Sono-1 L12-5")
     options = {"weights": tiny_weights, "finetune_steps": 2, "finetune_size": 32, "batch_size": 2}
     job = logic.process_in_subprocess(volume, **options)
     phases = [p.message.split(":")[0] for p in poll_until(job)]
@@ -169,7 +170,7 @@ def test_fine_tuning_gives_the_in_process_output_and_model(scene, logic, frames,
     else:
         [model] = models
         assert label == str(model.path) and model.card["source"] == "input" and model.card["steps"] == 2
-        assert model.card["weights_file"] == model.path.name
+        assert model.card["weights_file"] == model.path.name and model.card["scanner"] == "ACME Sono-1 L12-5"
         assert model.card["sha256"] == sha256(model.path) and model.card[TENSOR_DIGEST]
         load_checkpoint(model.path)  # digest and sha256 hold after the move
     assert list(temp_root.iterdir()) == []

@@ -14,6 +14,7 @@ from speckle2self.frames import is_colour
 from speckle2self.image_io import ImageData, extension
 
 from . import nodes
+from .finetuned import SCANNER_ATTRIBUTE, scanner_label
 
 ONE_FILE = {".nhdr": ".nrrd", ".mhd": ".mha", ".igs.mhd": ".igs.mha", ".mat": ".npy"}
 """Formats kept in one file instead of a header and a data file, or written instead of a read-only one."""
@@ -38,14 +39,19 @@ def add_image(scene, image: ImageData, name: str, sequencesLogic=None):
     a sequence ("sequence" kind) the browser of a new volume sequence (with its proxy volume when
     `sequencesLogic`, Slicer's vtkSlicerSequencesLogic, is given)."""
     volumes = frames(image)
+    scanner = scanner_label(image.metadata)
     className = "vtkMRMLVectorVolumeNode" if is_colour(image.array) else "vtkMRMLScalarVolumeNode"
     if image.kind != "sequence":
         volume = scene.AddNewNodeByClass(className, scene.GenerateUniqueName(name))
         _fill(volume, image, volumes[0])
         volume.CreateDefaultDisplayNodes()
+        if scanner:
+            volume.SetAttribute(SCANNER_ATTRIBUTE, scanner)
         return volume
     sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", scene.GenerateUniqueName(name))
     sequence.SetIndexName("frame")
+    if scanner:
+        sequence.SetAttribute(SCANNER_ATTRIBUTE, scanner)
     for number, array in enumerate(volumes):
         frame = getattr(slicer, className)()
         frame.SetName(f"{name} {number}")

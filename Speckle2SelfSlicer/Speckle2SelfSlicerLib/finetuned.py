@@ -9,6 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODELS_DIR_VARIABLE = "SPECKLE2SELF_MODELS_DIR"
+SCANNER_ATTRIBUTE = "Speckle2Self.Scanner"
+"""Node attribute naming the scanner and probe of an input (set from the file's DICOM tags when it is read, or
+by the module from Slicer's DICOM database); a model fine-tuned on the input records it in its card."""
+SCANNER_TAGS = ("0008|0070", "0008|1090", "0018|5010")
+"""DICOM Manufacturer, Manufacturer's Model Name and Transducer Data, in SimpleITK's key form."""
+
+
+def scanner_label(tags: dict) -> str | None:
+    """'Manufacturer Model Transducer' from the DICOM tags present in `tags`, or None when none is."""
+    words = [str(tags[key]).strip() for key in SCANNER_TAGS if str(tags.get(key, "")).strip()]
+    return " ".join(words) or None
 
 
 def default_models_dir() -> Path:
@@ -33,8 +44,8 @@ class FinetunedModel:
 
     def describe(self) -> str:
         """One line for a list shown to the user."""
-        details = [self.card.get("source"), self.card.get("steps") and f"{self.card['steps']} steps",
-                   self.card.get("created")]
+        details = [self.card.get("source"), self.card.get("scanner"),
+                   self.card.get("steps") and f"{self.card['steps']} steps", self.card.get("created")]
         return f"{self.path.name} ({', '.join(str(d) for d in details if d)})"
 
 
@@ -68,6 +79,14 @@ def list_finetuned_models(folder: Path) -> list[FinetunedModel]:
 
     paths = sorted(Path(folder).glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
     return [FinetunedModel(p, card(p)) for p in paths]
+
+
+def latest_for_scanner(folder: Path, scanner: str | None) -> FinetunedModel | None:
+    """The newest model in `folder` fine-tuned on scans from `scanner` (and kept by the safeguard), if any: the
+    one to offer for the next scan from that scanner and probe."""
+    if not scanner or not Path(folder).is_dir():
+        return None
+    return next((m for m in list_finetuned_models(folder) if m.card.get("scanner") == scanner), None)
 
 
 def delete_finetuned_models(models: list[FinetunedModel]) -> None:

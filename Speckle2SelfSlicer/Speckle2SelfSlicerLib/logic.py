@@ -15,17 +15,15 @@ from speckle2self.errors import Cancelled, UserError
 from speckle2self.jobs import Job, Progress, follow
 
 from . import nodes
-from .finetuned import default_models_dir, new_model_path
+from .finetuned import SCANNER_ATTRIBUTE, default_models_dir, new_model_path
 from .runs import NOT_SAVED, frame_groups, model_label, scene_closed
 
 FRAMES = ("all", "current")
 """For a sequence: despeckle every frame into a new synchronized sequence, or only the current frame."""
 MODEL_ATTRIBUTE = "Speckle2Self.Model"
+"""Output node attribute: the checkpoint that made it ("default" for the shipped model)."""
 SCALE_ATTRIBUTE = "Speckle2Self.Scale"
 """Output node attribute: the speckle-scale resampling used (JSON: factor, measured and model grain)."""
-"""Output node attribute: the checkpoint that made it ("default" for the shipped model)."""
-FINETUNE_STEPS = 200
-"""Fine-tuning steps the Slicer module's panel and the browser page offer first."""
 GROUP_FRAMES = 16
 """Frames of small volumes (a cine's 2-D frames) gathered into one stack when no batch size is given."""
 
@@ -43,6 +41,11 @@ class _Input:
     @property
     def name(self) -> str:
         return (self.sequence if self.sequence is not None else self.volumes[0]).GetName()
+
+    @property
+    def scanner(self) -> str | None:
+        """The input's SCANNER_ATTRIBUTE (its sequence's, for a cine), if set."""
+        return (self.sequence if self.sequence is not None else self.volumes[0]).GetAttribute(SCANNER_ATTRIBUTE)
 
 
 @dataclass
@@ -262,7 +265,8 @@ class Speckle2SelfLogic:
         from speckle2self.frames import grey_stack
 
         sources = [grey_stack(a) for a in source.arrays]
-        extra = {"source": source.name, "application": "3D Slicer (Speckle2SelfSlicer)"}
+        extra = {"source": source.name, "application": "3D Slicer (Speckle2SelfSlicer)",
+                 **({"scanner": source.scanner} if source.scanner else {})}
         job = finetune_job(sources, weights, steps, minutes, size, precision, device=device, card_extra=extra,
                            scale=factor)
         return _Trainer(job, steps if steps is not None else minutes * 60)

@@ -169,7 +169,8 @@ class SubprocessJob:
     def _keep_model(self) -> Path:
         """Move the saved fine-tuned model into the models folder, as the in-process path names it."""
         path = new_model_path(self.logic.modelsDir, self.source.name)
-        card = {**read_card(self._tuned), "weights_file": path.name}
+        scanner = self.source.scanner
+        card = {**read_card(self._tuned), "weights_file": path.name, **({"scanner": scanner} if scanner else {})}
         atomic_write(path, lambda tmp: shutil.copyfile(self._tuned, tmp))  # the checkpoint first: a card names it
         write_card(path, card)
         return path

@@ -53,6 +53,21 @@ def edge_sharpness(image: np.ndarray) -> float:
     return float(strongest.mean() / (high - low)) if high > low else 0.0
 
 
+def residual_structure(noisy: np.ndarray, despeckled: np.ndarray, sigma: float) -> float:
+    """No-reference check of what a despeckler removed (after Gomez, Ospina and Frery, Remote Sensing 2017: the
+    residual of an ideal filter is speckle alone, with no structure in it): the correlation, over the frame,
+    between the residual's local energy and the despeckled frame's local edge strength, both Gaussian-averaged
+    over `sigma` pixels (about a speckle grain). On log-compressed display B-mode, speckle's spread hardly
+    depends on the echo level, so a filter that only removes speckle leaves residual energy unrelated to edges
+    (near 0 or below); one that smooths edges and thin layers away puts residual energy where the edges are."""
+    noisy, despeckled = np.asarray(noisy, dtype=np.float64), np.asarray(despeckled, dtype=np.float64)
+    energy = ndimage.gaussian_filter((noisy - despeckled) ** 2, sigma)
+    edges = ndimage.gaussian_filter(np.hypot(ndimage.sobel(despeckled, 0), ndimage.sobel(despeckled, 1)), sigma)
+    if energy.std() == 0 or edges.std() == 0:
+        return 0.0
+    return float(np.corrcoef(energy.ravel(), edges.ravel())[0, 1])
+
+
 def local_std(image: np.ndarray, region: tuple[slice, slice]) -> float:
     """Standard deviation inside a region (use a homogeneous one); same domain as the image."""
     return float(np.asarray(image, dtype=np.float64)[region].std())

@@ -34,7 +34,8 @@ def cmd_bench(args) -> None:
     if args.carotid_figure:
         from .published import DEFAULT_REFERENCE, comparison_figure
 
-        print(comparison_figure(Path(args.reference or DEFAULT_REFERENCE), Path(args.carotid_figure), args.weights))
+        print(comparison_figure(Path(args.reference or DEFAULT_REFERENCE), Path(args.carotid_figure), args.weights,
+                                finetune_steps=args.finetune_steps))
         return
     config = bench_config(args.quick, args.budget, args.methods, args.data, args.count, args.device, args.weights,
                           args.reference)
@@ -136,6 +137,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--weights", help="also score these Speckle2Self weights (row s2s-candidate) beside the shipped ones")
     q.add_argument("--carotid-figure", metavar="PNG", help="only write input | published | ours (gamma 2) for "
                    "three real carotid frames (--weights: ours, default the shipped model); no benchmark")
+    q.add_argument("--finetune-steps", type=int, help="with --carotid-figure: a fourth column, ours fine-tuned on "
+                   "each clip's own input frames for this many steps")
     q.add_argument("--tune", action="store_true", help="score each method's grid on S-II and print it; no benchmark")
     q.set_defaults(func=cmd_bench)
 
