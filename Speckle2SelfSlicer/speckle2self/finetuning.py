@@ -18,7 +18,7 @@ import torch
 
 from . import frames as fr
 from . import scale as sc
-from .inference import resolve_device, training_grain
+from .inference import despeckle, resolve_device, training_grain
 from .jobs import Job, follow
 from .losses import speckle2self_loss
 from .metrics import edge_sharpness, homogeneity, residual_structure
@@ -88,15 +88,16 @@ def check_frames(sources: Sequence[np.ndarray]) -> np.ndarray:
 def quality_checks(model: Speckle2SelfNet, frames: np.ndarray, device: torch.device,
                    grain: float = sc.REFERENCE_GRAIN) -> dict[str, float]:
     """No-reference scores of `model` on normalised `frames` (speckle grain `grain` pixels): the Speckle2Self
-    loss (how well the outputs fit the perturbed frames and agree; lower is better), the homogeneity of the
-    despeckled frames and their edge sharpness (both higher is better), and the structure left in the residual
-    (`metrics.residual_structure` over a grain; lower is better)."""
+    loss of the network (how well its outputs fit the perturbed frames and agree; lower is better), and of the
+    frames as `despeckle` delivers them (post-processing included: what the user sees) the homogeneity and edge
+    sharpness (both higher is better) and the structure left in the residual (`metrics.residual_structure`
+    over a grain; lower is better)."""
     x = torch.from_numpy(frames[:, None]).to(device)
     model = model.to(device).eval()
     with torch.inference_mode():
         perturbed = perturb(x)
         loss = float(speckle2self_loss(model(perturbed), perturbed)["total"])
-        out = model.inference_path()(x)[:, 0].float().cpu().numpy()
+    out = despeckle(frames, model=model, device=device, precision="fp32", scale=1)
     return {"loss": loss, "homogeneity": float(np.mean([homogeneity(o) for o in out])),
             "sharpness": float(np.mean([edge_sharpness(o) for o in out])),
             "residual": float(np.mean([residual_structure(f, o, grain) for f, o in zip(frames, out)]))}

@@ -64,6 +64,9 @@ def table(rows: list[dict], clips: set[str] | None = None) -> str:
     for name in names:
         worse = [r["checks"][name]["worse"] for r in rows]
         lines.append(_line(name, worse, hurt))
+    refused = [any(c["worse"] and c["decides"] for c in r["checks"].values()) for r in rows]
+    deciding = " + ".join(name for name in names if rows[0]["checks"][name]["decides"])
+    lines.append(_line(f"**the safeguard** ({deciding})", refused, hurt))
     return "\n".join(lines)
 
 
