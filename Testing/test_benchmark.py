@@ -254,3 +254,29 @@ def test_targets_table_checks_each_target_against_the_right_peers():
         ("first on SSIM among methods without clean data", "S-II", "**no**"),  # Noise2Void 0.95
         ("first on Hom among methods without clean data", "S-II", "yes"),      # 0.90 > median 0.85
     ]
+
+
+def test_fine_tuning_grid_runs_are_saved_scored_and_tabled(tmp_path, tiny_weights, capsys):
+    """finetune_grid saves each run at its step counts, finetune_verdicts scores them against the published
+    frames and prints each check's agreement; a folder shaped like carotid_published, made from simulations."""
+    from speckle2self.bench import finetune_grid, finetune_verdicts
+    from speckle2self.bench import published as pub
+    from speckle2self.bench.sets import eight_bit
+
+    noisy = [eight_bit(s.noisy) for s in simulate_set("S-II", 3, 160)]
+    write_gif(tmp_path / "Input_01.gif", noisy)
+    write_gif(tmp_path / "Speckle2Self_gamma2.0_01.gif", [pub.gamma8(frame) for frame in noisy])
+    grid = tmp_path / "grid"
+    finetune_grid.main([str(grid), "--weights", str(tiny_weights), "--lrs", "1e-3", "--steps", "1,2",
+                        "--clips", "01", "--reference", str(tmp_path)])
+    assert json.loads(capsys.readouterr().out)["held_out"] == [1]
+    assert sorted(p.name for p in grid.glob("*.pt")) == ["01_1e-3_1.pt", "01_1e-3_2.pt"]
+    rows = list(finetune_verdicts.score_runs(grid, tiny_weights, tmp_path))
+    assert [r["steps"] for r in rows] == [1, 2] and len(rows[0]["after"]["frames"]) == 3
+    assert set(rows[0]["checks"]) == {"loss", "homogeneity", "sharpness", "residual"}
+    # a made-up pair of runs: one that hurt and was refused, one that helped and was kept
+    made = [{**rows[0], "after": {**rows[0]["before"], "ssim": rows[0]["before"]["ssim"] + sign * 0.02},
+             "checks": {name: {**check, "worse": sign < 0} for name, check in rows[0]["checks"].items()}}
+            for sign in (-1, 1)]
+    lines = finetune_verdicts.table(made).splitlines()
+    assert lines[-1].endswith("| 1 of 1 | 0 | 0 of 1 | 2 of 2 |") and "the safeguard" in lines[-1]

@@ -127,10 +127,17 @@ def on_grid(sources: Sequence[np.ndarray], factor: float) -> list[np.ndarray]:
     return [np.stack(frames) for frames in kept.values()]
 
 
+def held_out_frames(count: int) -> list[int]:
+    """Which of `count` (two or more) frames the safeguard holds out: one in HELD_OUT_EVERY, at least one, at
+    most CHECK_FRAMES, evenly spread."""
+    held_count = min(CHECK_FRAMES, max(1, round(count / HELD_OUT_EVERY)))
+    return [int((j + 0.5) * count / held_count) for j in range(held_count)]
+
+
 def held_out_split(stacks: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The frames fine-tuning trains on and those the safeguard judges it on, which it never saw: of two frames
-    or more, one in HELD_OUT_EVERY (at least one, at most CHECK_FRAMES, evenly spread); of a single image, its
-    right quarter (at least MIN_HELD_WIDTH; an image narrower than twice that is judged on itself)."""
+    or more, those of `held_out_frames`; of a single image, its right quarter (at least MIN_HELD_WIDTH; an
+    image narrower than twice that is judged on itself)."""
     count = sum(len(s) for s in stacks)
     if count == 1:
         frame = stacks[0][0]
@@ -138,15 +145,14 @@ def held_out_split(stacks: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list
             return list(stacks), list(stacks)
         cut = frame.shape[1] - max(MIN_HELD_WIDTH, frame.shape[1] // 4 // DOWNSAMPLING * DOWNSAMPLING)
         return [frame[None, :, :cut]], [frame[None, :, cut:]]
-    held_count = min(CHECK_FRAMES, max(1, round(count / HELD_OUT_EVERY)))
-    held = {int((j + 0.5) * count / held_count) for j in range(held_count)}
+    held = held_out_frames(count)
     tuned: list[np.ndarray] = []
     kept: list[np.ndarray] = []
     start = 0
     for stack in stacks:
         index = np.arange(start, start + len(stack))
         start += len(stack)
-        mask = np.isin(index, list(held))
+        mask = np.isin(index, held)
         tuned += [stack[~mask]] if (~mask).any() else []
         kept += [stack[mask]] if mask.any() else []
     return tuned, kept

@@ -6,7 +6,7 @@ output, and what each of the safeguard's no-reference checks said about it on th
 One JSON line per run: clip, lr, steps, SSIM / Hom of the clip's three frames before and after (despeckled at
 the run's speckle scale), and each check's value before and after (`finetuning.quality_checks` on the held-out
 frame, on the grid the run trained on). `finetune_verdicts --table verdicts.jsonl` prints docs/finetune.md's
-agree / disagree table.
+agree / disagree table (`--margin 0.01`, `--held`: other readings).
 """
 from __future__ import annotations
 
@@ -16,19 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..finetuning import check_frames, compare, quality_checks
+from ..finetuning import check_frames, compare, held_out_frames, quality_checks
 from ..inference import despeckle, resolve_device, training_grain
 from ..weights import DEFAULT_WEIGHTS, load_checkpoint
 from .finetune_grid import clip_split
 from .published import DEFAULT_REFERENCE, clip_frames, scores
 
 HURT = 0.005
-"""A run hurt when the clip's mean SSIM to the published output fell by more than this."""
+"""A run hurt (helped) when the SSIM to the published output fell (rose) by more than this."""
 
 
 def clip_scores(outputs: np.ndarray, published: list[np.ndarray]) -> dict:
+    """Mean SSIM and Hom over a clip's frames, and each frame's SSIM."""
     values = [scores(o / 255.0, p) for o, p in zip(outputs, published)]
-    return {m: round(float(np.mean([v[m] for v in values])), 4) for m in ("ssim", "hom")}
+    return {**{m: round(float(np.mean([v[m] for v in values])), 4) for m in ("ssim", "hom")},
+            "frames": [round(float(v["ssim"]), 4) for v in values]}
 
 
 def score_runs(grid: Path, weights: Path, reference: Path):
@@ -54,10 +56,17 @@ def score_runs(grid: Path, weights: Path, reference: Path):
                "checks": compare(checks_before, quality_checks(model, held, device, grain))}
 
 
-def table(rows: list[dict], clips: set[str] | None = None) -> str:
-    """Per check (and the product's combination): runs where its verdict agreed with the published output."""
-    rows = [r for r in rows if clips is None or r["clip"] in clips]
-    hurt = [r["after"]["ssim"] < r["before"]["ssim"] - HURT for r in rows]
+def table(rows: list[dict], margin: float = HURT, held: bool = False) -> str:
+    """Per check (and the safeguard's decision): how its verdicts matched what the run did to the SSIM to the
+    published output, of the whole clip or (`held`) of the held-out frames only; a run hurt when that SSIM fell
+    by more than `margin` and helped when it rose by more than `margin`; runs in between are left out."""
+
+    def ssim(scores: dict) -> float:
+        frames = scores["frames"]
+        return float(np.mean([frames[i] for i in held_out_frames(len(frames))])) if held else scores["ssim"]
+
+    change = [ssim(r["after"]) - ssim(r["before"]) for r in rows]
+    rows, hurt = [r for r, c in zip(rows, change) if abs(c) > margin], [c < 0 for c in change if abs(c) > margin]
     names = list(rows[0]["checks"]) if rows else []
     lines = ["| check | refused runs that hurt | kept runs that hurt | refused runs that helped | agree |",
              "|---|---|---|---|---|"]
@@ -83,9 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     parser.add_argument("--reference", default=str(DEFAULT_REFERENCE))
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--margin", type=float, default=HURT, help="with --table: SSIM change that counts")
+    parser.add_argument("--held", action="store_true", help="with --table: SSIM of the held-out frames only")
     args = parser.parse_args(argv)
     if args.table:
-        print(table([json.loads(line) for line in Path(args.grid).read_text().splitlines() if line.strip()]))
+        rows = [json.loads(line) for line in Path(args.grid).read_text().splitlines() if line.strip()]
+        print(table(rows, args.margin, args.held))
         return
     for row in score_runs(Path(args.grid), Path(args.weights), Path(args.reference)):
         print(json.dumps(row), flush=True)
