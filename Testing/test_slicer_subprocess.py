@@ -17,7 +17,8 @@ import slicer.util  # noqa: E402
 from speckle2self.errors import UserError  # noqa: E402
 from speckle2self.image_io import read_image  # noqa: E402
 from speckle2self.weights import TENSOR_DIGEST, load_checkpoint, sha256  # noqa: E402
-from Speckle2SelfSlicerLib import MODEL_ATTRIBUTE, SCANNER_ATTRIBUTE, list_finetuned_models  # noqa: E402
+from Speckle2SelfSlicerLib import (MODEL_ATTRIBUTE, SCALE_ATTRIBUTE, SCANNER_ATTRIBUTE,  # noqa: E402
+                                   list_finetuned_models)
 from Speckle2SelfSlicerLib.cli_process import ProcessFailed  # noqa: E402
 from Speckle2SelfSlicerLib.subprocess_job import cli_arguments, write_inputs  # noqa: E402
 from test_slicer_logic import (add_sequence, add_volume, frames, ijk_to_ras, logic, node_ids, scene,  # noqa: E402,F401
@@ -65,6 +66,7 @@ def test_progress_arrives_and_the_output_equals_the_in_process_one(scene, logic,
     expected = logic.process(browser, **options)
     assert output.IsA("vtkMRMLSequenceNode") and browser.IsSynchronizedSequenceNodeID(output.GetID())
     assert output.GetAttribute(MODEL_ATTRIBUTE) == expected.GetAttribute(MODEL_ATTRIBUTE) == str(tiny_weights)
+    assert output.GetAttribute(SCALE_ATTRIBUTE) == expected.GetAttribute(SCALE_ATTRIBUTE) is not None
     assert [output.GetNthIndexValue(i) for i in range(12)] == [sequence.GetNthIndexValue(i) for i in range(12)]
     for ours, theirs in zip(sequence_frames(output), sequence_frames(expected)):
         np.testing.assert_array_equal(ours, theirs)

@@ -16,14 +16,12 @@ from speckle2self.jobs import Job, Progress, follow
 
 from . import nodes
 from .finetuned import SCANNER_ATTRIBUTE, default_models_dir, new_model_path
-from .runs import NOT_SAVED, frame_groups, model_label, scene_closed
+from .runs import NOT_SAVED, SCALE_ATTRIBUTE, frame_groups, model_label, scene_closed
 
 FRAMES = ("all", "current")
 """For a sequence: despeckle every frame into a new synchronized sequence, or only the current frame."""
 MODEL_ATTRIBUTE = "Speckle2Self.Model"
 """Output node attribute: the checkpoint that made it ("default" for the shipped model)."""
-SCALE_ATTRIBUTE = "Speckle2Self.Scale"
-"""Output node attribute: the speckle-scale resampling used (JSON: factor, measured and model grain)."""
 GROUP_FRAMES = 16
 """Frames of small volumes (a cine's 2-D frames) gathered into one stack when no batch size is given."""
 
@@ -160,8 +158,9 @@ class Speckle2SelfLogic:
         from .subprocess_job import SubprocessJob
 
         source, output = self._prepare(inputNode, outputNode, frames)
-        scale = self._scale(source, options.get("weights"), options.get("scale", "auto"))["factor"]
-        return SubprocessJob(self, source, output, {**options, "scale": scale}, python_command(python))
+        resampling = self._scale(source, options.get("weights"), options.get("scale", "auto"))
+        return SubprocessJob(self, source, output, {**options, "scale": resampling["factor"]}, python_command(python),
+                             resampling)
 
     def _prepare(self, inputNode, outputNode, frames: str) -> tuple[_Input, object]:
         """The input's volumes and arrays, and the existing output node (or None), checked."""

@@ -1,5 +1,5 @@
 """What a despeckling run in Slicer's process (logic) and one in a separate process (subprocess_job) share:
-frames batched by shape, the output's model label, the error of a scene closed meanwhile."""
+frames batched by shape, the output's model and scale labels, the error of a scene closed meanwhile."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +13,8 @@ def scene_closed() -> UserError:
                      "load the input again and rerun")
 
 
+SCALE_ATTRIBUTE = "Speckle2Self.Scale"
+"""Output node attribute: the speckle-scale resampling used (JSON: factor, measured and model grain)."""
 NOT_SAVED = ", fine-tuned, not saved"
 
 

@@ -6,6 +6,7 @@ into the scene as on the in-process path. The calling (main) thread only writes 
 """
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from speckle2self.weights import atomic_write, read_card, write_card
 from . import nodes
 from .cli_process import CliProcess
 from .finetuned import file_stem, new_model_path
-from .runs import NOT_SAVED, frame_groups, model_label, scene_closed
+from .runs import NOT_SAVED, SCALE_ATTRIBUTE, frame_groups, model_label, scene_closed
 
 CLI_OPTIONS = {"weights": "--weights", "device": "--device", "gamma": "--gamma", "batch_size": "--batch",
                "precision": "--precision", "finetune_steps": "--finetune-steps",
@@ -65,8 +66,9 @@ class SubprocessJob:
     a cancelled or failed job leaves the scene, the models folder and the temporary folder as they were.
     """
 
-    def __init__(self, logic, source, output, options: dict, command: list[str]):
+    def __init__(self, logic, source, output, options: dict, command: list[str], resampling: dict):
         self.logic, self.source, self.output = logic, source, output
+        self._resampling = resampling  # the speckle scale chosen for the input, recorded on the output
         self.last: Progress | None = None
         self.result = None
         self._ended = False
@@ -156,7 +158,9 @@ class SubprocessJob:
             ends = np.cumsum([len(self.source.arrays[i]) for i in group])[:-1]
             for i, part in zip(group, np.split(result, ends)):
                 arrays[i] = part.reshape(self.source.arrays[i].shape)
-        return self.logic._store(self.source, self.output, arrays, self._model_used())
+        node = self.logic._store(self.source, self.output, arrays, self._model_used())
+        node.SetAttribute(SCALE_ATTRIBUTE, json.dumps(self._resampling))
+        return node
 
     def _model_used(self) -> str:
         """MODEL_ATTRIBUTE of the output, as `process_job` gives it; keeps the fine-tuned model if it was saved."""

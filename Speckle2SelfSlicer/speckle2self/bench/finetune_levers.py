@@ -6,7 +6,7 @@ the clip's three frames against the method's published output.
 
 One JSON line per (variant, clip) and a markdown table at the end (docs/ablation.md). Steps, not minutes, so
 runs on a busy machine compare; the step cost of a variant (crop pixels per step) is the same unless its
-name says otherwise.
+name says otherwise. Adam's-state variant: the weights' training run must have saved it beside them.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..inference import despeckle
-from ..training import finetune_config, initial_model, train_job
+from ..training import finetune_config, train_job
 from ..weights import DEFAULT_WEIGHTS
 from .finetune_grid import clip_split
 from .finetune_verdicts import clip_scores
@@ -33,6 +33,8 @@ VARIANTS = {
     "lr 3e-4, EMA 0.95": {"ema": 0.95},
     "crops 128 x 128, batch 16 (same pixels)": {"size": 128, "batch": 16},
     "crops 512 x 512, batch 1 (same pixels)": {"size": 512, "batch": 1},
+    "fp32 (no bf16 autocast)": {"precision": "fp32"},
+    "Adam's state from training restored (needs WEIGHTS.adam.pt)": {"resume": True},
 }
 
 
@@ -40,10 +42,9 @@ def run(frames: np.ndarray, weights: Path, steps: int, overrides: dict) -> dict:
     """Fine-tune on the clip's non-held-out frames with the recipe changed by `overrides`; the clip's scores."""
     info, tuned, _ = clip_split(frames, weights)
     config = dataclasses.replace(finetune_config(tuned, steps=steps), **overrides)
-    model, card = initial_model(weights)
     torch.manual_seed(0)
-    train_job(tuned, config, init=model, init_card=card).run()
-    return despeckle(frames, model=model.eval(), scale=info["factor"], precision="fp32")
+    model = train_job(tuned, config, init=weights).run().model
+    return despeckle(frames, model=model, scale=info["factor"], precision="fp32")
 
 
 def main(argv: list[str] | None = None) -> None:
