@@ -13,7 +13,7 @@ SHARED_DATA ?= ../shared/data
 VIEW_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
 TEST_PACKAGES := $(VIEW_PACKAGES) chromium
 
-.PHONY: demo test view screenshots install install-test install-view install-bench bench-speed bench clean debian-packages
+.PHONY: demo test view screenshots install install-test install-view install-bench bench-speed bench train-default clean debian-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,23 @@ bench-speed: install
 # `speckle2self bench --quick --out DIR`: 1 minute.
 bench: install-bench
 	$(BIN)/speckle2self bench $(if $(wildcard $(SHARED_DATA)),--data $(SHARED_DATA))
+
+# The shipped models' recipe (MODEL_CARD.md), about 3 hours on two CPU cores: the real training scans of
+# $(SHARED_DATA)/training cropped into TRAIN_DIR, the previous default (commit 3e86dad: never trained on a carotid
+# clip of the published reference) trained on them at speckle grain 6 for 110 minutes, its width-16 student
+# distilled for 60. Writes into TRAIN_DIR; to ship, copy both (with their cards) into
+# Speckle2SelfSlicer/speckle2self/models/ and remake the int8 twins: `python -m speckle2self.bench.int8_twins`.
+TRAIN_DIR ?= train-default
+train-default: install-test
+	@mkdir -p $(TRAIN_DIR)
+	$(BIN)/python -m speckle2self.bench.trainingset $(TRAIN_DIR)/trainset --data $(SHARED_DATA)
+	git show 3e86dad:Speckle2SelfSlicer/speckle2self/models/speckle2self_default.pt > $(TRAIN_DIR)/prev_default.pt
+	git show 3e86dad:Speckle2SelfSlicer/speckle2self/models/speckle2self_default.json > $(TRAIN_DIR)/prev_default.json
+	OMP_NUM_THREADS=1 $(BIN)/speckle2self train $(TRAIN_DIR)/trainset/*.npy --init $(TRAIN_DIR)/prev_default.pt \
+		--out $(TRAIN_DIR)/speckle2self_default.pt --minutes 110 --lr 3e-4 --size 256 --batch 4 --grain 6 \
+		--checkpoint-minutes 10
+	OMP_NUM_THREADS=1 $(BIN)/speckle2self distil $(TRAIN_DIR)/trainset/*.npy --teacher $(TRAIN_DIR)/speckle2self_default.pt \
+		--out $(TRAIN_DIR)/speckle2self_fast.pt --minutes 60 --checkpoint-minutes 10
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)
