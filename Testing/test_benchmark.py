@@ -274,6 +274,9 @@ def test_fine_tuning_grid_runs_are_saved_scored_and_tabled(tmp_path, tiny_weight
     rows = list(finetune_verdicts.score_runs(grid, tiny_weights, tmp_path))
     assert [r["steps"] for r in rows] == [1, 2] and len(rows[0]["after"]["frames"]) == 3
     assert set(rows[0]["checks"]) == {"loss", "homogeneity", "sharpness", "residual"}
+    curve = finetune_verdicts.curve(rows, "1e-3").splitlines()
+    assert curve[0] == "| clip | out of the box | 1 steps | 2 steps |" and curve[2].startswith("| 01 | ")
+    assert curve[3].startswith("| mean | ") and f"{rows[1]['after']['ssim']:.3f}" in curve[2]
     # a made-up pair of runs: one that hurt and was refused, one that helped and was kept
     made = [{**rows[0], "after": {**rows[0]["before"], "ssim": rows[0]["before"]["ssim"] + sign * 0.02},
              "checks": {name: {**check, "worse": sign < 0} for name, check in rows[0]["checks"].items()}}

@@ -6,7 +6,7 @@ output, and what each of the safeguard's no-reference checks said about it on th
 One JSON line per run: clip, lr, steps, SSIM / Hom of the clip's three frames before and after (despeckled at
 the run's speckle scale), and each check's value before and after (`finetuning.quality_checks` on the held-out
 frame, on the grid the run trained on). `finetune_verdicts --table verdicts.jsonl` prints docs/finetune.md's
-agree / disagree table (`--margin 0.01`, `--held`: other readings).
+agree / disagree table (`--margin 0.01`, `--held`: other readings), `--curve 3e-4` its fine-tuning curve.
 """
 from __future__ import annotations
 
@@ -79,6 +79,28 @@ def table(rows: list[dict], margin: float = HURT, held: bool = False) -> str:
     return "\n".join(lines)
 
 
+def curve(rows: list[dict], lr: str) -> str:
+    """SSIM (and Hom) to the published output of each clip against the steps of fine-tuning at `lr`, and the
+    mean over the clips."""
+    rows = [r for r in rows if r["lr"] == lr]
+    clips, steps = sorted({r["clip"] for r in rows}), sorted({r["steps"] for r in rows})
+    cell = {(r["clip"], r["steps"]): r["after"] for r in rows}
+    start = {r["clip"]: r["before"] for r in rows}
+    lines = ["| clip | out of the box | " + " | ".join(f"{n} steps" for n in steps) + " |",
+             "|---|---|" + "---|" * len(steps)]
+    for clip in clips:
+        lines.append(f"| {clip} | {start[clip]['ssim']:.3f} / {start[clip]['hom']:.3f} | " + " | ".join(
+            f"{cell[clip, n]['ssim']:.3f} / {cell[clip, n]['hom']:.3f}" if (clip, n) in cell else "-"
+            for n in steps) + " |")
+    full = [n for n in steps if all((clip, n) in cell for clip in clips)]
+    mean = {n: (np.mean([cell[c, n]["ssim"] for c in clips]), np.mean([cell[c, n]["hom"] for c in clips]))
+            for n in full}
+    lines.append(f"| mean | {np.mean([start[c]['ssim'] for c in clips]):.3f} / "
+                 f"{np.mean([start[c]['hom'] for c in clips]):.3f} | " + " | ".join(
+                     f"{mean[n][0]:.3f} / {mean[n][1]:.3f}" if n in mean else "-" for n in steps) + " |")
+    return "\n".join(lines)
+
+
 def _line(name: str, refused: list[bool], hurt: list[bool]) -> str:
     pairs = list(zip(refused, hurt))
     return (f"| {name} | {sum(r and h for r, h in pairs)} of {sum(hurt)} | {sum(not r and h for r, h in pairs)} | "
@@ -94,10 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--margin", type=float, default=HURT, help="with --table: SSIM change that counts")
     parser.add_argument("--held", action="store_true", help="with --table: SSIM of the held-out frames only")
+    parser.add_argument("--curve", metavar="LR", help="print SSIM / Hom per clip against the steps at this rate")
     args = parser.parse_args(argv)
-    if args.table:
+    if args.table or args.curve:
         rows = [json.loads(line) for line in Path(args.grid).read_text().splitlines() if line.strip()]
-        print(table(rows, args.margin, args.held))
+        print(curve(rows, args.curve) if args.curve else table(rows, args.margin, args.held))
         return
     for row in score_runs(Path(args.grid), Path(args.weights), Path(args.reference)):
         print(json.dumps(row), flush=True)
