@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft, ndimage
 
+from .scale import LOCAL_MEAN_SIGMA
+
 _NODES = 1024
 LOG_SPECKLE = (np.log(-np.log1p(-(np.arange(_NODES) + 0.5) / _NODES)) * np.sqrt(6) / np.pi).astype(np.float32)
 """Standardised log-speckle: ln of a unit exponential intensity at equal-probability quantiles, divided by
@@ -95,16 +97,18 @@ def smoothed(output: np.ndarray, inside: np.ndarray, sigma: float) -> np.ndarray
 
 
 def speckle_spread(output: np.ndarray, source: np.ndarray, inside: np.ndarray) -> float | None:
-    """Standard deviation of the speckle (`source` - `output`): the median over TILE x TILE tiles inside the
-    sector whose mean output the display clips at neither tail (at least 3.2 std above black and 1.7 below
-    white: the 1% and 99% points of log-speckle), so that edges and structure the network smoothed away
-    do not count. None when fewer than MIN_TILES tiles qualify."""
+    """Standard deviation of the speckle: of `source` minus its Gaussian local mean (the speckle residual the
+    scale estimator measures, `scale.LOCAL_MEAN_SIGMA`), so that it does not depend on how much speckle the
+    network removed; the median over TILE x TILE tiles inside the sector whose mean output the display clips at
+    neither tail (at least 3.2 std above black and 1.7 below white: the 1% and 99% points of log-speckle), so
+    that edges and structure do not count. None when fewer than MIN_TILES tiles qualify."""
     h, w = (n - n % TILE for n in output.shape)
     if h == 0 or w == 0:
         return None
     def tiles(a):
         return a[:h, :w].reshape(h // TILE, TILE, w // TILE, TILE).swapaxes(1, 2).reshape(-1, TILE * TILE)
-    residual, level, full = tiles(source - output), tiles(output).mean(1), tiles(inside).all(1)
+    speckle = source - ndimage.gaussian_filter(source, LOCAL_MEAN_SIGMA, mode="reflect")
+    residual, level, full = tiles(speckle), tiles(output).mean(1), tiles(inside).all(1)
     stds, spread, low, high = residual.std(1), None, 0.25, 0.75
     for _ in range(3):
         usable = full & (level > low) & (level < high)
