@@ -320,13 +320,20 @@ def test_tensor_digest_is_in_checkpoint_and_card_and_sees_values_names_and_order
 
 
 def test_a_checkpoint_without_a_tensor_digest_still_loads(tmp_path):
-    """Checkpoints written before the digest (the shipped default among them) keep loading."""
-    from speckle2self.weights import DEFAULT_WEIGHTS, TENSOR_DIGEST, load_checkpoint
+    """Checkpoints written before the digest keep loading."""
+    from speckle2self.weights import load_checkpoint
 
     path = _checkpoint(tmp_path / "old.pt")
     assert load_checkpoint(path)[0].width == 8
-    assert TENSOR_DIGEST not in torch.load(DEFAULT_WEIGHTS, weights_only=True)
-    assert load_checkpoint(DEFAULT_WEIGHTS)[0].width == 32
+
+
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_every_shipped_checkpoint_carries_its_tensor_digest_in_file_and_card(name):
+    from speckle2self.weights import SHIPPED, TENSOR_DIGEST, read_card, tensor_digest
+
+    checkpoint = torch.load(SHIPPED[name], weights_only=True)
+    card = read_card(SHIPPED[name])
+    assert checkpoint[TENSOR_DIGEST] == tensor_digest(checkpoint["state_dict"]) == card[TENSOR_DIGEST]
 
 
 def test_a_checkpoint_of_another_width_with_its_card_loads(tmp_path):

@@ -99,23 +99,28 @@ def smoothed(output: np.ndarray, inside: np.ndarray, sigma: float) -> np.ndarray
 def speckle_spread(output: np.ndarray, source: np.ndarray, inside: np.ndarray) -> float | None:
     """Standard deviation of the speckle: of `source` minus its Gaussian local mean (the speckle residual the
     scale estimator measures, `scale.LOCAL_MEAN_SIGMA`), so that it does not depend on how much speckle the
-    network removed; the median over TILE x TILE tiles inside the sector whose mean output the display clips at
+    filter removed (any mean-keeping filter keeps the mean of the log-speckle, whose bias is set by the full
+    spread); the median over TILE x TILE tiles inside the sector whose mean output the display clips at
     neither tail (at least 3.2 std above black and 1.7 below white: the 1% and 99% points of log-speckle), so
-    that edges and structure do not count. None when fewer than MIN_TILES tiles qualify."""
+    that edges and structure do not count. 0 when the output removed nothing (`source` - `output` is flat in
+    those tiles: nothing was averaged, nothing to correct); None when fewer than MIN_TILES tiles qualify."""
     h, w = (n - n % TILE for n in output.shape)
     if h == 0 or w == 0:
         return None
     def tiles(a):
         return a[:h, :w].reshape(h // TILE, TILE, w // TILE, TILE).swapaxes(1, 2).reshape(-1, TILE * TILE)
     speckle = source - ndimage.gaussian_filter(source, LOCAL_MEAN_SIGMA, mode="reflect")
-    residual, level, full = tiles(speckle), tiles(output).mean(1), tiles(inside).all(1)
-    stds, spread, low, high = residual.std(1), None, 0.25, 0.75
+    level, full = tiles(output).mean(1), tiles(inside).all(1)
+    stds, removed = tiles(speckle).std(1), tiles(source - output).std(1)
+    spread, used, low, high = None, full, 0.25, 0.75
     for _ in range(3):
         usable = full & (level > low) & (level < high)
         if usable.sum() < MIN_TILES:
-            return spread
-        spread = float(np.median(stds[usable]))
+            break
+        spread, used = float(np.median(stds[usable])), usable
         low, high = 3.2 * spread, 1 - 1.7 * spread
+    if spread is not None and not np.median(removed[used]) > 0:
+        return 0.0
     return spread
 
 
