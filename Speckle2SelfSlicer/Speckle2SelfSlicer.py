@@ -237,7 +237,8 @@ def scannerOf(volume) -> Optional[str]:
     if label or not uids or getattr(slicer, "dicomDatabase", None) is None:
         return label
     uid = uids.split()[0]
-    label = scanner_label({tag: slicer.dicomDatabase.instanceValue(uid, tag.replace("|", ",")) for tag in SCANNER_TAGS})
+    tags = {tag: slicer.dicomDatabase.instanceValue(uid, tag.replace("|", ",")) for tag in SCANNER_TAGS}
+    label = scanner_label(tags)
     browser = sequence_browser(volume)
     for node in (volume, browser.GetMasterSequenceNode() if browser is not None else None):
         if label and node is not None:

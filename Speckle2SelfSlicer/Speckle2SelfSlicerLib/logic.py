@@ -37,13 +37,18 @@ class _Input:
     scene: object = None
 
     @property
+    def node(self):
+        """The node that stands for the input: its sequence, or its one volume."""
+        return self.sequence if self.sequence is not None else self.volumes[0]
+
+    @property
     def name(self) -> str:
-        return (self.sequence if self.sequence is not None else self.volumes[0]).GetName()
+        return self.node.GetName()
 
     @property
     def scanner(self) -> str | None:
-        """The input's SCANNER_ATTRIBUTE (its sequence's, for a cine), if set."""
-        return (self.sequence if self.sequence is not None else self.volumes[0]).GetAttribute(SCANNER_ATTRIBUTE)
+        """The input's SCANNER_ATTRIBUTE, if set."""
+        return self.node.GetAttribute(SCANNER_ATTRIBUTE)
 
 
 @dataclass
@@ -140,9 +145,7 @@ class Speckle2SelfLogic:
                     else:
                         net, used = result.model, model_label(weights, NOT_SAVED)
                 arrays = yield from self._despeckle(job, source.arrays, net, **despeckle_options)
-                node = self._store(source, output, arrays, used)
-                node.SetAttribute(SCALE_ATTRIBUTE, json.dumps(resampling))
-                return node
+                return self._store(source, output, arrays, used, resampling)
 
         return Job(work, f"Speckle2Self: {source.name}")
 
@@ -294,8 +297,9 @@ class Speckle2SelfLogic:
             results += np.split(out, np.cumsum([len(arrays[i]) for i in group])[:-1])
         return results
 
-    def _store(self, source: _Input, output, arrays: list[np.ndarray], used: str):
-        """Write the results into the scene; on any failure undo every change made to the scene."""
+    def _store(self, source: _Input, output, arrays: list[np.ndarray], used: str, resampling: dict):
+        """Write the results into the scene, labelled with the model `used` and the speckle-scale `resampling`; on
+        any failure undo every change made to the scene."""
         undo: list = []
         try:
             if source.sequence is None:
@@ -303,6 +307,7 @@ class Speckle2SelfLogic:
             else:
                 node = self._store_sequence(source, output, arrays, undo)
             node.SetAttribute(MODEL_ATTRIBUTE, used)
+            node.SetAttribute(SCALE_ATTRIBUTE, json.dumps(resampling))
             return node
         except BaseException:
             for action in reversed(undo):

@@ -6,7 +6,6 @@ into the scene as on the in-process path. The calling (main) thread only writes 
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from speckle2self.weights import atomic_write, read_card, write_card
 from . import nodes
 from .cli_process import CliProcess
 from .finetuned import file_stem, new_model_path
-from .runs import NOT_SAVED, SCALE_ATTRIBUTE, frame_groups, model_label, scene_closed
+from .runs import NOT_SAVED, frame_groups, model_label, scene_closed
 
 CLI_OPTIONS = {"weights": "--weights", "device": "--device", "gamma": "--gamma", "batch_size": "--batch",
                "precision": "--precision", "finetune_steps": "--finetune-steps",
@@ -158,9 +157,7 @@ class SubprocessJob:
             ends = np.cumsum([len(self.source.arrays[i]) for i in group])[:-1]
             for i, part in zip(group, np.split(result, ends)):
                 arrays[i] = part.reshape(self.source.arrays[i].shape)
-        node = self.logic._store(self.source, self.output, arrays, self._model_used())
-        node.SetAttribute(SCALE_ATTRIBUTE, json.dumps(self._resampling))
-        return node
+        return self.logic._store(self.source, self.output, arrays, self._model_used(), self._resampling)
 
     def _model_used(self) -> str:
         """MODEL_ATTRIBUTE of the output, as `process_job` gives it; keeps the fine-tuned model if it was saved."""
