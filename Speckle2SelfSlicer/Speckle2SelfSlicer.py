@@ -547,13 +547,16 @@ class Speckle2SelfSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     def _offerTunedModel(self, volume) -> None:
         """When a model was fine-tuned on scans from the input's scanner and probe, put it in the weights file box
-        and say so (the user chooses Model > Weights file to use it)."""
+        and say so (the user chooses Model > Weights file to use it; `speckle2self batch --weights` takes it for a
+        folder of scans)."""
         scanner = scannerOf(volume) if volume is not None else None
         model = latest_for_scanner(self.logic.modelsDir, scanner)
         if model is not None:
             self.ui.weightsPathLineEdit.currentPath = str(model.path)
             self._setStatus(_("A model fine-tuned on scans from {scanner} is saved ({model}): choose Model > Weights "
-                              "file to use it.").format(scanner=scanner, model=model.describe()))
+                              "file to use it here, or give it to `speckle2self batch FOLDER -o OUTPUT --weights "
+                              "{path}` for a folder of scans.").format(scanner=scanner, model=model.describe(),
+                                                                       path=model.path))
 
     def _chooseBudget(self, index: int):
         """A preset budget sets the fine-tuning length in steps."""

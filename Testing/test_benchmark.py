@@ -13,6 +13,7 @@ from conftest import PUBLISHED_REFERENCE, SHARED_DATA
 from speckle2self.bench.benchmark import QUICK_CONFIG, _grid_scores, bench_config, benchmark_job
 from speckle2self.bench.sets import REAL_IMAGES, real_set
 from speckle2self.cli import main
+from speckle2self.inference import despeckle
 from speckle2self.errors import Cancelled
 from speckle2self.bench.peers import QUICK, select
 from speckle2self.bench.peers.learned import Budget
@@ -191,6 +192,8 @@ def test_carotid_figure_shows_input_published_and_ours_side_by_side(tmp_path, ti
     assert figure.shape == (2 * 64 + 4, 3 * 64 + 8)
     assert np.array_equal(figure[:64, :64], pub.gamma8(noisy[1]))
     assert np.array_equal(figure[:64, 68:132], pub.gamma8(noisy[1]))  # the published frame, already gamma 2
+    ours = despeckle(np.stack(noisy), weights=tiny_weights)[1]  # the clip despeckled as one sequence, as tuned
+    assert np.array_equal(figure[:64, 136:200], pub.gamma8(ours))
     tuned = np.array(Image.open(pub.comparison_figure(tmp_path, tmp_path / "tuned.png", tiny_weights,
                                                       frames=(("01", 1),), finetune_steps=1)))
     assert tuned.shape == (64, 4 * 64 + 12) and np.array_equal(tuned[:, :200], figure[:64])

@@ -132,9 +132,9 @@ def comparison_figure(folder: Path, out: Path, weights: Path | None = None,
                       frames: tuple[tuple[str, int], ...] = (("01", 0), ("03", 1), ("05", 2)),
                       finetune_steps: int | None = None) -> Path:
     """A PNG of real carotid frames, one row each: input | published | ours, all shown at display gamma 2 as
-    the paper shows them (ours: `despeckle` with its defaults and `weights`, default the shipped model); with
-    `finetune_steps`, a fourth column: ours after fine-tuning on the clip's own input frames for that many steps
-    (the product's `finetune_job`, safeguard included)."""
+    the paper shows them (ours: `despeckle` of the clip's frames as one sequence, with its defaults and `weights`,
+    default the shipped model); with `finetune_steps`, a fourth column: the same after fine-tuning on the clip's
+    own input frames for that many steps (the product's `finetune_job`, safeguard included)."""
     from ..finetuning import finetune_job
     from ..image_io import write_image
     from ..inference import despeckle
@@ -143,10 +143,11 @@ def comparison_figure(folder: Path, out: Path, weights: Path | None = None,
     for clip, k in frames:
         inputs = gif_frames(Path(folder) / f"Input_{clip}.gif")
         published = gif_frames(Path(folder) / f"{PUBLISHED}_gamma{GAMMA:.1f}_{clip}.gif")[k]
-        columns = [gamma8(inputs[k]), published, gamma8(despeckle(inputs[k], weights=weights))]
+        sequence = np.stack(inputs)
+        columns = [gamma8(inputs[k]), published, gamma8(despeckle(sequence, weights=weights)[k])]
         if finetune_steps:
-            tuned = finetune_job([np.stack(inputs)], weights=weights, steps=finetune_steps).run().model
-            columns.append(gamma8(despeckle(np.stack(inputs), model=tuned)[k]))
+            tuned = finetune_job([sequence], weights=weights, steps=finetune_steps).run().model
+            columns.append(gamma8(despeckle(sequence, model=tuned)[k]))
         gap = np.zeros((inputs[k].shape[0], 4), np.uint8)
         rows.append(np.concatenate([c for column in columns for c in (column, gap)][:-1], axis=1))
     band = np.zeros((4, rows[0].shape[1]), np.uint8)
