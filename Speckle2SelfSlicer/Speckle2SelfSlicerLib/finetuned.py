@@ -22,6 +22,11 @@ def scanner_label(tags: dict) -> str | None:
     return " ".join(words) or None
 
 
+def scanner_entry(scanner: str | None) -> dict:
+    """The model card's "scanner" entry of a model fine-tuned on scans from `scanner` (none when unknown)."""
+    return {"scanner": scanner} if scanner else {}
+
+
 def default_models_dir() -> Path:
     """$SPECKLE2SELF_MODELS_DIR, else Speckle2Self/fine-tuned in the user's application data folder."""
     if os.environ.get(MODELS_DIR_VARIABLE):

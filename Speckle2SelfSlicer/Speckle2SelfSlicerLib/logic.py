@@ -15,7 +15,7 @@ from speckle2self.errors import Cancelled, UserError
 from speckle2self.jobs import Job, Progress, follow
 
 from . import nodes
-from .finetuned import SCANNER_ATTRIBUTE, default_models_dir, new_model_path
+from .finetuned import SCANNER_ATTRIBUTE, default_models_dir, new_model_path, scanner_entry
 from .runs import NOT_SAVED, SCALE_ATTRIBUTE, frame_groups, model_label, scene_closed
 
 FRAMES = ("all", "current")
@@ -268,7 +268,7 @@ class Speckle2SelfLogic:
 
         sources = [grey_stack(a) for a in source.arrays]
         extra = {"source": source.name, "application": "3D Slicer (Speckle2SelfSlicer)",
-                 **({"scanner": source.scanner} if source.scanner else {})}
+                 **scanner_entry(source.scanner)}
         job = finetune_job(sources, weights, steps, minutes, size, precision, device=device, card_extra=extra,
                            scale=factor)
         return _Trainer(job, steps if steps is not None else minutes * 60)

@@ -19,7 +19,7 @@ from speckle2self.weights import atomic_write, read_card, write_card
 
 from . import nodes
 from .cli_process import CliProcess
-from .finetuned import file_stem, new_model_path
+from .finetuned import file_stem, new_model_path, scanner_entry
 from .runs import NOT_SAVED, frame_groups, model_label, scene_closed
 
 CLI_OPTIONS = {"weights": "--weights", "device": "--device", "gamma": "--gamma", "batch_size": "--batch",
@@ -170,8 +170,7 @@ class SubprocessJob:
     def _keep_model(self) -> Path:
         """Move the saved fine-tuned model into the models folder, as the in-process path names it."""
         path = new_model_path(self.logic.modelsDir, self.source.name)
-        scanner = self.source.scanner
-        card = {**read_card(self._tuned), "weights_file": path.name, **({"scanner": scanner} if scanner else {})}
+        card = {**read_card(self._tuned), "weights_file": path.name, **scanner_entry(self.source.scanner)}
         atomic_write(path, lambda tmp: shutil.copyfile(self._tuned, tmp))  # the checkpoint first: a card names it
         write_card(path, card)
         return path
