@@ -27,6 +27,7 @@ def test_checkpoint_card_and_fine_tuning_accumulate(tmp_path, sample_array):
     train([sample_array], TrainConfig(steps=3, size=32, batch=2, width=8), init=out, out=tuned)
     model, tuned_card = load_checkpoint(tuned)
     assert tuned_card["cumulative_steps"] == 5 and tuned_card["init_sha256"] == card["sha256"]
+    assert card["cumulative_pixels"] == 2 * 2 * 32 ** 2 and tuned_card["cumulative_pixels"] == 5 * 2 * 32 ** 2
     image = sample_array[:64, :64]
     assert despeckle(image, model=model).shape == image.shape
 
