@@ -82,10 +82,11 @@ bench-speed: install
 bench: install-bench
 	$(BIN)/speckle2self bench $(if $(wildcard $(SHARED_DATA)),--data $(SHARED_DATA))
 
-# The shipped models' recipe (MODEL_CARD.md), about 3 hours on two CPU cores: the real training scans of
+# The shipped models' recipe (MODEL_CARD.md), about 3.5 hours on two CPU cores: the real training scans of
 # $(SHARED_DATA)/training cropped into TRAIN_DIR, the previous default (commit 3e86dad: never trained on a carotid
-# clip of the published reference) trained on them at speckle grain 6 for 110 minutes, its width-16 student
-# distilled for 60. Writes into TRAIN_DIR; to ship, copy both (with their cards) into
+# clip of the published reference) trained on them at speckle grain 6 for 110 minutes (stage 2), then 3,000 more
+# steps resuming its Adam state (stage 3), its width-16 student distilled for 6,719 steps (60 minutes).
+# Writes into TRAIN_DIR; to ship, copy both (with their cards) into
 # Speckle2SelfSlicer/speckle2self/models/ and remake the int8 twins: `python -m speckle2self.bench.int8_twins`.
 TRAIN_DIR ?= train-default
 train-default: install-test
@@ -94,10 +95,12 @@ train-default: install-test
 	git show 3e86dad:Speckle2SelfSlicer/speckle2self/models/speckle2self_default.pt > $(TRAIN_DIR)/prev_default.pt
 	git show 3e86dad:Speckle2SelfSlicer/speckle2self/models/speckle2self_default.json > $(TRAIN_DIR)/prev_default.json
 	OMP_NUM_THREADS=1 $(BIN)/speckle2self train $(TRAIN_DIR)/trainset/*.npy --init $(TRAIN_DIR)/prev_default.pt \
-		--out $(TRAIN_DIR)/speckle2self_default.pt --minutes 110 --lr 3e-4 --size 256 --batch 4 --grain 6 \
+		--out $(TRAIN_DIR)/stage2.pt --minutes 110 --lr 3e-4 --size 256 --batch 4 --grain 6 --checkpoint-minutes 10
+	OMP_NUM_THREADS=1 $(BIN)/speckle2self train $(TRAIN_DIR)/trainset/*.npy --init $(TRAIN_DIR)/stage2.pt --resume \
+		--out $(TRAIN_DIR)/speckle2self_default.pt --steps 3000 --lr 3e-4 --size 256 --batch 4 --grain 6 \
 		--checkpoint-minutes 10
 	OMP_NUM_THREADS=1 $(BIN)/speckle2self distil $(TRAIN_DIR)/trainset/*.npy --teacher $(TRAIN_DIR)/speckle2self_default.pt \
-		--out $(TRAIN_DIR)/speckle2self_fast.pt --minutes 60 --checkpoint-minutes 10
+		--out $(TRAIN_DIR)/speckle2self_fast.pt --steps 6719 --checkpoint-minutes 10
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)
