@@ -171,11 +171,14 @@ def test_simulate_writes_noisy_and_clean_stacks_the_benchmark_can_regenerate(tmp
 def test_train_and_info(tmp_path, capsys):
     weights = tmp_path / "w.pt"
     assert main(["train", str(SAMPLE), "--out", str(weights), "--steps", "2", "--size", "32",
-                 "--width", "8", "--batch", "2"]) == 0
+                 "--width", "8", "--batch", "2", "--schedule", "cosine", "--warmup", "1", "--ema", "0.9"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 2
     card = json.loads(weights.with_suffix(".json").read_text())
     assert card["command"].startswith("speckle2self train") and card["data"] == [SAMPLE.name]
+    assert (card["config"]["schedule"], card["config"]["warmup"], card["config"]["ema"]) == ("cosine", 1, 0.9)
+    assert main(["train", str(SAMPLE), "--out", str(weights), "--steps", "2", "--ema", "1.5"]) == 2
+    assert "EMA decay between 0 and 1" in capsys.readouterr().err
     assert main(["info", "--weights", str(weights)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["weights_sha256"] == card["sha256"] and info["device"] in ("cpu", "cuda")
@@ -244,3 +247,14 @@ def test_console_script_exit_status_without_traceback(tmp_path):
     run = subprocess.run([sys.executable, "-m", "speckle2self", "despeckle", str(tmp_path / "nope.nrrd"),
                           "-o", str(tmp_path / "o.nrrd")], capture_output=True, text=True)
     assert run.returncode == 2 and "Traceback" not in run.stderr and run.stderr.count("\n") == 1
+
+
+def test_train_choices_match_the_core():
+    """The parser is built without torch, so it spells out the core's choices: they must stay the same."""
+    from speckle2self.cli import parser
+    from speckle2self.network import HEADS
+    from speckle2self.training import SCHEDULES
+
+    train = next(a for a in parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith(" train"))
+    choices = {a.dest: tuple(a.choices) for a in train._actions if a.choices}
+    assert choices["schedule"] == tuple(SCHEDULES) and choices["head"] == tuple(HEADS)

@@ -197,7 +197,8 @@ def cmd_train(args) -> None:
     config = TrainConfig(steps=args.steps, minutes=args.minutes, size=args.size, batch=args.batch,
                          seed=args.seed, width=args.width, head=args.head, checkpoint_minutes=args.checkpoint_minutes,
                          precision=args.precision, lr=args.lr, compile=args.compile,
-                         grain=_grain(args.grain), resume=args.resume)
+                         grain=_grain(args.grain), resume=args.resume, schedule=args.schedule,
+                         warmup=args.warmup, ema=args.ema)
     result = progress_bar(train_job(sources, config, init=args.init, device=args.device, out=args.out,
                                      card_extra=extra), "step")
     print(json.dumps({k: result.card[k] for k in ("steps", "seconds", "final_loss", "sha256")}))
@@ -334,6 +335,11 @@ def parser() -> argparse.ArgumentParser:
                    "model) or linear (follows the input's brightness); an --init model keeps its own unless given")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, the paper's; lower "
                    "polishes an --init model)")
+    t.add_argument("--schedule", choices=("constant", "cosine"), default="constant",  # training.SCHEDULES
+                   help="learning rate over this run: constant, or cosine (down to zero at its last step or minute)")
+    t.add_argument("--warmup", type=int, default=0, help="steps over which the learning rate rises from zero")
+    t.add_argument("--ema", type=float, metavar="DECAY", help="write an exponential moving average of the weights "
+                   "(e.g. 0.999) instead of the last ones (checkpoints saved during the run hold the last ones)")
     t.add_argument("--seed", type=int, default=777)
     t.add_argument("--init", help="start from this checkpoint (fine-tuning, resuming)")
     t.add_argument("--resume", action="store_true", help="also restore Adam's state saved beside --init "
