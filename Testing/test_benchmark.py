@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from PIL import Image
+from skimage.metrics import structural_similarity
 
 from conftest import PUBLISHED_REFERENCE, SHARED_DATA
 from speckle2self.bench.benchmark import QUICK_CONFIG, _grid_scores, bench_config, benchmark_job
@@ -187,16 +188,24 @@ def test_carotid_figure_shows_input_published_and_ours_side_by_side(tmp_path, ti
     noisy = [eight_bit(s.noisy) for s in simulate_set("S-III", 2, 64)]
     write_gif(tmp_path / "Input_01.gif", noisy)
     write_gif(tmp_path / "Speckle2Self_gamma2.0_01.gif", [pub.gamma8(frame) for frame in noisy])
-    path = pub.comparison_figure(tmp_path, tmp_path / "carotid.png", tiny_weights, frames=(("01", 1), ("01", 0)))
+    path, scored = pub.comparison_figure(tmp_path, tmp_path / "carotid.png", tiny_weights,
+                                         frames=(("01", 1), ("01", 0)))
     figure = np.array(Image.open(path))
     assert figure.shape == (2 * 64 + 4, 3 * 64 + 8)
     assert np.array_equal(figure[:64, :64], pub.gamma8(noisy[1]))
     assert np.array_equal(figure[:64, 68:132], pub.gamma8(noisy[1]))  # the published frame, already gamma 2
     ours = despeckle(np.stack(noisy), weights=tiny_weights)[1]  # the clip despeckled as one sequence, as tuned
     assert np.array_equal(figure[:64, 136:200], pub.gamma8(ours))
-    tuned = np.array(Image.open(pub.comparison_figure(tmp_path, tmp_path / "tuned.png", tiny_weights,
-                                                      frames=(("01", 1),), finetune_steps=1)))
+    shown = [pub.gamma8(frame) for frame in despeckle(np.stack(noisy), weights=tiny_weights)]  # the protocol
+    ssim = np.mean([structural_similarity(pub.unit(a), pub.unit(b), data_range=1.0, gaussian_weights=True,
+                                          sigma=1.5, use_sample_covariance=False)
+                    for a, b in zip(shown, [pub.gamma8(frame) for frame in noisy])])
+    assert list(scored) == ["01"] and scored["01"]["out of the box"]["ssim"] == pytest.approx(ssim, abs=1e-9)
+    path, tuned_scores = pub.comparison_figure(tmp_path, tmp_path / "tuned.png", tiny_weights, frames=(("01", 1),),
+                                               finetune_steps=1)
+    tuned = np.array(Image.open(path))
     assert tuned.shape == (64, 4 * 64 + 12) and np.array_equal(tuned[:, :200], figure[:64])
+    assert list(tuned_scores["01"]) == ["out of the box", "fine-tuned 1 steps"]
 
 
 @pytest.mark.parametrize("lr", ["0", "-1e-3"])

@@ -4,6 +4,7 @@ imports this ring, and runs without it where it is not shipped (the Slicer exten
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 from pathlib import Path
 
@@ -34,8 +35,9 @@ def cmd_bench(args) -> None:
     if args.carotid_figure:
         from .published import DEFAULT_REFERENCE, comparison_figure
 
-        print(comparison_figure(Path(args.reference or DEFAULT_REFERENCE), Path(args.carotid_figure), args.weights,
-                                finetune_steps=args.finetune_steps))
+        path, scored = comparison_figure(Path(args.reference or DEFAULT_REFERENCE), Path(args.carotid_figure),
+                                         args.weights, finetune_steps=args.finetune_steps)
+        print(json.dumps({"figure": str(path), "scores": scored}, indent=1))
         return
     config = bench_config(args.quick, args.budget, args.methods, args.data, args.count, args.device, args.weights,
                           args.reference)

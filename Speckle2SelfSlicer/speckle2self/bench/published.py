@@ -128,28 +128,37 @@ def paper_rows(folder: Path, clips: tuple[str, ...], count: int | None = None) -
     return rows
 
 
+def clip_scores(outputs: np.ndarray, published: list[np.ndarray]) -> dict[str, float]:
+    """Mean SSIM and Hom of a clip's despeckled 8-bit frames (as `despeckle` writes them) with the protocol."""
+    values = [scores(o / 255, p) for o, p in zip(outputs, published)]
+    return {metric: float(np.mean([v[metric] for v in values])) for metric in ("ssim", "hom")}
+
+
 def comparison_figure(folder: Path, out: Path, weights: Path | None = None,
                       frames: tuple[tuple[str, int], ...] = (("01", 0), ("03", 1), ("05", 2)),
-                      finetune_steps: int | None = None) -> Path:
+                      finetune_steps: int | None = None) -> tuple[Path, dict[str, dict[str, dict[str, float]]]]:
     """A PNG of real carotid frames, one row each: input | published | ours, all shown at display gamma 2 as
     the paper shows them (ours: `despeckle` of the clip's frames as one sequence, with its defaults and `weights`,
     default the shipped model); with `finetune_steps`, a fourth column: the same after fine-tuning on the clip's
-    own input frames for that many steps (the product's `finetune_job`, safeguard included)."""
+    own input frames for that many steps (the product's `finetune_job`, safeguard included). Also returns
+    each shown clip's scores over all its frames (`clip_scores`), per column of ours."""
     from ..finetuning import finetune_job
     from ..image_io import write_image
     from ..inference import despeckle
 
-    rows = []
+    rows, scored = [], {}
     for clip, k in frames:
         inputs = gif_frames(Path(folder) / f"Input_{clip}.gif")
-        published = gif_frames(Path(folder) / f"{PUBLISHED}_gamma{GAMMA:.1f}_{clip}.gif")[k]
+        published = gif_frames(Path(folder) / f"{PUBLISHED}_gamma{GAMMA:.1f}_{clip}.gif")
         sequence = np.stack(inputs)
-        columns = [gamma8(inputs[k]), published, gamma8(despeckle(sequence, weights=weights)[k])]
+        ours = {"out of the box": despeckle(sequence, weights=weights)}
         if finetune_steps:
             tuned = finetune_job([sequence], weights=weights, steps=finetune_steps).run().model
-            columns.append(gamma8(despeckle(sequence, model=tuned)[k]))
+            ours[f"fine-tuned {finetune_steps} steps"] = despeckle(sequence, model=tuned)
+        scored[clip] = {name: clip_scores(output, published) for name, output in ours.items()}
+        columns = [gamma8(inputs[k]), published[k], *(gamma8(output[k]) for output in ours.values())]
         gap = np.zeros((inputs[k].shape[0], 4), np.uint8)
         rows.append(np.concatenate([c for column in columns for c in (column, gap)][:-1], axis=1))
     band = np.zeros((4, rows[0].shape[1]), np.uint8)
     write_image(Path(out), np.concatenate([r for row in rows for r in (row, band)][:-1]), force=True)
-    return Path(out)
+    return Path(out), scored
