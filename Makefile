@@ -76,8 +76,8 @@ bench-speed: install
 	$(BIN)/speckle2self bench-speed $(if $(wildcard $(SHARED_DATA)),--data $(SHARED_DATA)) --out docs/performance.md
 
 # Quality benchmark, every method on S-I/S-II/S-III, the shared real images and the carotid scans of
-# ../shared/reference (66 minutes on two CPU cores without the carotid set; its 15 frames add roughly 25,
-# most of them ZS-N2N's per-frame fits): writes docs/benchmark.md, .png and .json.
+# ../shared/reference (71 minutes in all on two quiet cores of an AVX512-BF16 Xeon, 2026-12-07): writes
+# docs/benchmark.md, .png and .json.
 # `speckle2self bench --quick --out DIR`: 1 minute.
 bench: install-bench
 	$(BIN)/speckle2self bench $(if $(wildcard $(SHARED_DATA)),--data $(SHARED_DATA))
