@@ -171,14 +171,18 @@ def test_simulate_writes_noisy_and_clean_stacks_the_benchmark_can_regenerate(tmp
 def test_train_and_info(tmp_path, capsys):
     weights = tmp_path / "w.pt"
     assert main(["train", str(SAMPLE), "--out", str(weights), "--steps", "2", "--size", "32",
-                 "--width", "8", "--batch", "2", "--schedule", "cosine", "--warmup", "1", "--ema", "0.9"]) == 0
+                 "--width", "8", "--batch", "2", "--schedule", "cosine", "--warmup", "1", "--ema", "0.9",
+                 "--consistency", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 2
     card = json.loads(weights.with_suffix(".json").read_text())
     assert card["command"].startswith("speckle2self train") and card["data"] == [SAMPLE.name]
     assert (card["config"]["schedule"], card["config"]["warmup"], card["config"]["ema"]) == ("cosine", 1, 0.9)
+    assert card["config"]["loss"] == {"reconstruction": [1.0, 1.0, 1.0], "consistency": [2.0, 2.0, 2.0]}
     assert main(["train", str(SAMPLE), "--out", str(weights), "--steps", "2", "--ema", "1.5"]) == 2
     assert "EMA decay between 0 and 1" in capsys.readouterr().err
+    assert main(["train", str(SAMPLE), "--out", str(weights), "--steps", "2", "--consistency", "-1"]) == 2
+    assert "Loss weights must be finite and not negative" in capsys.readouterr().err
     assert main(["info", "--weights", str(weights)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["weights_sha256"] == card["sha256"] and info["device"] in ("cpu", "cuda")

@@ -191,6 +191,7 @@ def _grain(value: str) -> float | None:
 
 
 def cmd_train(args) -> None:
+    from .losses import LossWeights
     from .training import TrainConfig, train_job
 
     sources, extra = _training_data(args)
@@ -198,7 +199,8 @@ def cmd_train(args) -> None:
                          seed=args.seed, width=args.width, head=args.head, checkpoint_minutes=args.checkpoint_minutes,
                          precision=args.precision, lr=args.lr, compile=args.compile,
                          grain=_grain(args.grain), resume=args.resume, schedule=args.schedule,
-                         warmup=args.warmup, ema=args.ema)
+                         warmup=args.warmup, ema=args.ema,
+                         loss=LossWeights(consistency=(args.consistency,) * 3))
     result = progress_bar(train_job(sources, config, init=args.init, device=args.device, out=args.out,
                                      card_extra=extra), "step")
     print(json.dumps({k: result.card[k] for k in ("steps", "seconds", "final_loss", "sha256")}))
@@ -340,6 +342,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=0, help="steps over which the learning rate rises from zero")
     t.add_argument("--ema", type=float, metavar="DECAY", help="write an exponential moving average of the weights "
                    "(e.g. 0.999) instead of the last ones (checkpoints saved during the run hold the last ones)")
+    t.add_argument("--consistency", type=float, default=1.0, help="weight of each of the three consistency terms "
+                   "(default 1, the paper's; higher asks the scales' outputs to agree more, smoothing more)")
     t.add_argument("--seed", type=int, default=777)
     t.add_argument("--init", help="start from this checkpoint (fine-tuning, resuming)")
     t.add_argument("--resume", action="store_true", help="also restore Adam's state saved beside --init "

@@ -93,6 +93,8 @@ class TrainConfig:
                             "e.g. --warmup 20 --ema 0.99")
         if not 0 < self.lr <= 1:
             raise UserError(f"Learning rate {self.lr} must lie in (0, 1]", "e.g. --lr 1e-3")
+        if not all(0 <= w < float("inf") for w in (*self.loss.reconstruction, *self.loss.consistency)):
+            raise UserError("Loss weights must be finite and not negative", "e.g. --consistency 1 (the paper's)")
 
 
 @dataclass
