@@ -82,10 +82,12 @@ bench-speed: install
 bench: install-bench
 	$(BIN)/speckle2self bench $(if $(wildcard $(SHARED_DATA)),--data $(SHARED_DATA))
 
-# The shipped models' recipe (MODEL_CARD.md), about 3.5 hours on two CPU cores: the real training scans of
+# The shipped models' recipe (MODEL_CARD.md), about 6 hours on two CPU cores: the real training scans of
 # $(SHARED_DATA)/training cropped into TRAIN_DIR, the previous default (commit 3e86dad: never trained on a carotid
 # clip of the published reference) trained on them at speckle grain 6 for 110 minutes (stage 2), then 3,000 more
-# steps resuming its Adam state (stage 3), its width-16 student distilled for 6,719 steps (60 minutes).
+# steps resuming its Adam state (stage 3); 120 simulated images join the scans and the consistency terms weigh 4
+# for 1,700 steps (stage 4) and 2,667 more on a cosine rate with averaged weights (stage 5, the default); its
+# width-16 student distilled for 3,200 steps (about 55 minutes).
 # Writes into TRAIN_DIR; to ship, copy both (with their cards) into
 # Speckle2SelfSlicer/speckle2self/models/ and remake the int8 twins: `python -m speckle2self.bench.int8_twins`.
 TRAIN_DIR ?= train-default
@@ -97,10 +99,20 @@ train-default: install-test
 	OMP_NUM_THREADS=1 $(BIN)/speckle2self train $(TRAIN_DIR)/trainset/*.npy --init $(TRAIN_DIR)/prev_default.pt \
 		--out $(TRAIN_DIR)/stage2.pt --minutes 110 --lr 3e-4 --size 256 --batch 4 --grain 6 --checkpoint-minutes 10
 	OMP_NUM_THREADS=1 $(BIN)/speckle2self train $(TRAIN_DIR)/trainset/*.npy --init $(TRAIN_DIR)/stage2.pt --resume \
-		--out $(TRAIN_DIR)/speckle2self_default.pt --steps 3000 --lr 3e-4 --size 256 --batch 4 --grain 6 \
-		--checkpoint-minutes 10
+		--out $(TRAIN_DIR)/stage3.pt --steps 3000 --lr 3e-4 --size 256 --batch 4 --grain 6 --checkpoint-minutes 10
+	@mkdir -p $(TRAIN_DIR)/simset
+	for s in S-I S-II S-III; do $(BIN)/speckle2self simulate --setting $$s --count 40 --seed 50000 --size 256 \
+		-o $(TRAIN_DIR)/sim_$$s.npy; done
+	$(BIN)/python -c "import numpy, sys; numpy.save(sys.argv[1], numpy.concatenate([numpy.load(f) for f in sys.argv[2:]]))" \
+		$(TRAIN_DIR)/simset/simulations.npy $(TRAIN_DIR)/sim_S-I.npy $(TRAIN_DIR)/sim_S-II.npy $(TRAIN_DIR)/sim_S-III.npy
+	OMP_NUM_THREADS=1 $(BIN)/speckle2self train $(TRAIN_DIR)/trainset/*.npy $(TRAIN_DIR)/simset/simulations.npy \
+		--init $(TRAIN_DIR)/stage3.pt --out $(TRAIN_DIR)/stage4.pt --steps 1700 --lr 3e-4 --size 256 --batch 4 --grain 6 \
+		--warmup 200 --consistency 4 --checkpoint-minutes 10
+	OMP_NUM_THREADS=1 $(BIN)/speckle2self train $(TRAIN_DIR)/trainset/*.npy $(TRAIN_DIR)/simset/simulations.npy \
+		--init $(TRAIN_DIR)/stage4.pt --resume --out $(TRAIN_DIR)/speckle2self_default.pt --steps 2667 --lr 3e-4 \
+		--schedule cosine --ema 0.999 --size 256 --batch 4 --grain 6 --consistency 4 --checkpoint-minutes 10
 	OMP_NUM_THREADS=1 $(BIN)/speckle2self distil $(TRAIN_DIR)/trainset/*.npy --teacher $(TRAIN_DIR)/speckle2self_default.pt \
-		--out $(TRAIN_DIR)/speckle2self_fast.pt --steps 6719 --checkpoint-minutes 10
+		--out $(TRAIN_DIR)/speckle2self_fast.pt --steps 3200 --checkpoint-minutes 10
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)
