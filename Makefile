@@ -87,7 +87,7 @@ bench: install-bench
 # clip of the published reference) trained on them at speckle grain 6 for 110 minutes (stage 2), then 3,000 more
 # steps resuming its Adam state (stage 3); 120 simulated images join the scans and the consistency terms weigh 4
 # for 1,700 steps (stage 4) and 2,667 more on a cosine rate with averaged weights (stage 5, the default); its
-# width-16 student distilled for 3,200 steps (about 55 minutes).
+# width-16 student distilled for 3,200 steps (about 45 minutes).
 # Writes into TRAIN_DIR; to ship, copy both (with their cards) into
 # Speckle2SelfSlicer/speckle2self/models/ and remake the int8 twins: `python -m speckle2self.bench.int8_twins`.
 TRAIN_DIR ?= train-default
