@@ -82,7 +82,7 @@ bench-speed: install
 bench: install-bench
 	$(BIN)/speckle2self bench $(if $(wildcard $(SHARED_DATA)),--data $(SHARED_DATA))
 
-# The shipped models' recipe (MODEL_CARD.md), about 6 hours on two CPU cores: the real training scans of
+# The shipped models' recipe (MODEL_CARD.md), about 5.5 hours on two CPU cores: the real training scans of
 # $(SHARED_DATA)/training cropped into TRAIN_DIR, the previous default (commit 3e86dad: never trained on a carotid
 # clip of the published reference) trained on them at speckle grain 6 for 110 minutes (stage 2), then 3,000 more
 # steps resuming its Adam state (stage 3); 120 simulated images join the scans and the consistency terms weigh 4
