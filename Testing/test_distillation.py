@@ -75,3 +75,25 @@ def test_a_missing_output_folder_is_refused_before_any_step(tmp_path, capsys):
 def test_bad_distillation_settings_are_refused_before_any_work(config):
     with pytest.raises(UserError):
         distil_job([np.zeros((64, 64), np.float32)], _teacher(), config)
+
+
+def test_a_student_goes_on_from_its_checkpoint_and_its_counts_add_up(tmp_path):
+    from speckle2self.weights import save_checkpoint
+
+    teacher, other = tmp_path / "teacher.pt", tmp_path / "other.pt"
+    save_checkpoint(_teacher(), teacher, {})
+    torch.manual_seed(4)
+    save_checkpoint(Speckle2SelfNet(width=8, head="linear"), other, {})
+    frames = [np.random.default_rng(0).random((64, 64), np.float32)]
+    config = DistilConfig(minutes=None, steps=3, width=4, size=32, batch=2)
+    first = tmp_path / "first.pt"
+    distil_job(frames, teacher, config, device="cpu", out=first).run()
+    start, _ = load_checkpoint(first)
+    student, card = distil_job(frames, teacher, DistilConfig(minutes=None, steps=2, width=4, size=32, batch=2),
+                               device="cpu", init=first).run()
+    assert (card["steps"], card["cumulative_steps"], card["init_sha256"]) == (2, 5, sha256(first))
+    assert not torch.equal(student.encoders[-1][0].conv.weight, start.encoders[-1][0].conv.weight)
+    with pytest.raises(UserError, match="another teacher"):
+        distil_job(frames, other, config, init=first)
+    with pytest.raises(UserError, match="width 4"):
+        distil_job(frames, teacher, DistilConfig(minutes=None, steps=1, width=8), init=first)

@@ -214,7 +214,7 @@ def cmd_distil(args) -> None:
     config = DistilConfig(**length, width=args.width, size=args.size, batch=args.batch, lr=args.lr,
                           seed=args.seed, checkpoint_minutes=args.checkpoint_minutes, precision=args.precision)
     _, card = progress_bar(distil_job(sources, args.teacher, config, device=args.device, out=args.out,
-                                       card_extra=extra), "s")
+                                       card_extra=extra, init=args.init), "s")
     print(json.dumps({k: card[k] for k in ("steps", "seconds", "final_loss", "sha256")}))
 
 
@@ -362,6 +362,7 @@ def parser() -> argparse.ArgumentParser:
     di.add_argument("data", nargs="+", help="noisy images, volumes or sequences to draw crops from")
     di.add_argument("--out", required=True, help="checkpoint to write (a .json model card goes beside it)")
     di.add_argument("--teacher", help="the checkpoint to reproduce (default: the shipped model)")
+    di.add_argument("--init", help="a student of this teacher to go on distilling (its card's steps add up)")
     length = di.add_mutually_exclusive_group()
     length.add_argument("--minutes", type=float, help="length of the run (default 60; the learning rate decays over it)")
     length.add_argument("--steps", type=int, help="or a number of steps")

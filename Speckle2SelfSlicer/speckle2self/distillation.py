@@ -76,10 +76,11 @@ def _gamma_crops(sampler: CropSampler, n: int, rng: np.random.Generator) -> torc
 
 def distil_job(sources: Sequence[np.ndarray], teacher=None, config: DistilConfig | None = None,
                device: str | torch.device = "auto", out: Path | str | None = None,
-               card_extra: dict | None = None) -> Job[tuple[Speckle2SelfNet, dict]]:
+               card_extra: dict | None = None, init: Path | str | None = None) -> Job[tuple[Speckle2SelfNet, dict]]:
     """A job that trains a student of `config.width` to reproduce `teacher` (a checkpoint path, a model, or
     None: the shipped model) on crops of `sources`; with `out` it is saved every `checkpoint_minutes` and at
-    the end. Returns the student and its card."""
+    the end. `init`: a student checkpoint of the same teacher and width to go on from (its card's counts carry
+    over). Returns the student and its card."""
     config = config or DistilConfig()
     config.validate()
     sources = check_sources(sources)
@@ -90,13 +91,15 @@ def distil_job(sources: Sequence[np.ndarray], teacher=None, config: DistilConfig
     teacher, teacher_card = initial_model(teacher if teacher is not None else DEFAULT_WEIGHTS)
     teacher = teacher.to(dev).eval().requires_grad_(False)
     grain = teacher_card.get("speckle_grain")
+    start_student, init_card = _initial_student(init, config.width, teacher, teacher_card)
 
     def work(job: Job):
-        torch.manual_seed(config.seed)
-        rng = np.random.default_rng(config.seed)
+        seed = config.seed + init_card.get("cumulative_steps", 0)  # a continued run does not repeat its crops
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
         sampler = CropSampler(sources, config.size, rng, grain)
         transform = augmentation(config.size, config.seed)
-        student = Speckle2SelfNet(config.width, teacher.head).to(dev).train()
+        student = (start_student or Speckle2SelfNet(config.width, teacher.head)).to(dev).train()
         optimiser = torch.optim.Adam(student.parameters(), lr=config.lr)
         budget = config.steps if config.minutes is None else config.minutes * 60
         start = last_save = time.perf_counter()
@@ -110,8 +113,9 @@ def distil_job(sources: Sequence[np.ndarray], teacher=None, config: DistilConfig
             return {**(card_extra or {}), **({"speckle_grain": grain} if grain is not None else {}),
                     "distillation": {**asdict(config), "precision": precision},
                     "teacher_sha256": teacher_card.get("init_sha256"), "steps": step,
-                    "seconds": round(seconds, 1), "cumulative_steps": step,
-                    "cumulative_hours": round(seconds / 3600, 4), "final_loss": loss,
+                    "seconds": round(seconds, 1), "cumulative_steps": init_card.get("cumulative_steps", 0) + step,
+                    "cumulative_hours": round(init_card.get("cumulative_hours", 0.0) + seconds / 3600, 4),
+                    **({"init_sha256": init_card["init_sha256"]} if init_card else {}), "final_loss": loss,
                     "machine": machine(dev), "created": datetime.datetime.now().isoformat(timespec="seconds")}
 
         yield job.progress(0, budget, "distilling")
@@ -140,4 +144,20 @@ def distil_job(sources: Sequence[np.ndarray], teacher=None, config: DistilConfig
         return student, (save_checkpoint(student, Path(out), card()) if out is not None else card())
 
     return Job(work, "distilling")
+
+
+def _initial_student(init, width: int, teacher: Speckle2SelfNet, teacher_card: dict
+                     ) -> tuple[Speckle2SelfNet | None, dict]:
+    """The student checkpoint `init` and its card, checked to be of `width` and distilled from this teacher
+    (a student of another teacher is no head start and its counts would mislead); (None, {}) without `init`."""
+    if init is None:
+        return None, {}
+    student, card = initial_model(init)
+    if (student.width, student.head) != (width, teacher.head):
+        raise UserError(f"The student {init} has width {student.width} and head {student.head}, not {width} and "
+                        f"{teacher.head}", f"pass --width {student.width} or start without --init")
+    if card.get("teacher_sha256") != teacher_card.get("init_sha256"):
+        raise UserError(f"The student {init} was distilled from another teacher",
+                        "pass that teacher with --teacher, or start without --init")
+    return student, card
 
