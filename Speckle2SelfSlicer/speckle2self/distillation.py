@@ -98,7 +98,7 @@ def distil_job(sources: Sequence[np.ndarray], teacher=None, config: DistilConfig
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         sampler = CropSampler(sources, config.size, rng, grain)
-        transform = augmentation(config.size, config.seed)
+        transform = augmentation(config.size, seed)
         student = (start_student or Speckle2SelfNet(config.width, teacher.head)).to(dev).train()
         optimiser = torch.optim.Adam(student.parameters(), lr=config.lr)
         budget = config.steps if config.minutes is None else config.minutes * 60
