@@ -204,20 +204,24 @@ def _path_rows(net: torch.nn.Module, paths, x: torch.Tensor, repeats: int, peak_
 
 
 def end_to_end(plan: SpeedPlan) -> list[dict]:
-    """ms per frame of `despeckle()` on a uint8 stack: the reference (fp32, batches of 4, as before the
-    speed work) against the default (automatic precision and batch), square and odd sizes."""
-    from ..inference import despeckle
+    """ms per frame of `despeckle()` on a uint8 stack of the bundled sample (real speckle, so `--scale auto`
+    chooses the factor it would for a real scan): the reference (fp32, batches of 4, the file's own grid, as
+    before the speed work) against the default on the file's grid (`scale=1`) and as shipped (automatic
+    precision, batch and speckle scale), square and odd sizes; each row with the scale factor it ran at."""
+    from ..inference import despeckle, despeckle_job
     from ..weights import shipped_weights
 
-    rng = np.random.default_rng(0)
     rows = []
     for h, w in plan.despeckle_shapes:
-        stack = rng.integers(0, 256, (plan.despeckle_frames, h, w), dtype=np.uint8)
-        for name, options in (("reference", {"precision": "fp32", "batch_size": 4}), ("default", {}),
+        stack = sample_stack(plan.despeckle_frames, h, w)
+        for name, options in (("reference", {"precision": "fp32", "batch_size": 4, "scale": 1}),
+                              ("default on the file's grid (--scale 1)", {"scale": 1}), ("default", {}),
                               ("fast model (--model fast)", {"weights": shipped_weights("fast")})):
+            factor = despeckle_job(stack[:1], **options).info["scale"]["factor"]
             despeckle(stack[:1], **options)  # the int8 network is prepared (or read from the cache) once
             seconds = timed(lambda: despeckle(stack, **options), 3, warmup=0)
-            rows.append({"shape": f"{h}x{w}", "path": name, "ms_per_frame": 1e3 * seconds / len(stack)})
+            rows.append({"shape": f"{h}x{w}", "path": name, "factor": factor,
+                         "ms_per_frame": 1e3 * seconds / len(stack)})
     return rows
 
 
@@ -233,9 +237,13 @@ def real_frames(data: Path | None) -> list[tuple[str, np.ndarray]]:
     return frames
 
 
-def _square(frame: np.ndarray, size: int) -> np.ndarray:
-    pad = [(0, max(0, size - n)) for n in frame.shape]
-    return np.pad(frame, pad, mode="reflect")[:size, :size]
+def sample_stack(frames: int, h: int, w: int) -> np.ndarray:
+    """`frames` uint8 frames of the bundled sample at h x w (reflect-padded, cropped), each shifted a little."""
+    from ..image_io import read_image
+
+    frame = read_image(SAMPLE).array
+    base = np.pad(frame, [(0, max(0, h - frame.shape[0])), (0, max(0, w - frame.shape[1]))], mode="reflect")[:h, :w]
+    return np.stack([np.roll(base, i % 32, axis=1) for i in range(frames)])
 
 
 def agreement(frames: list[tuple[str, np.ndarray]]) -> list[dict]:
@@ -271,23 +279,26 @@ def _difference(expected: np.ndarray, output: np.ndarray) -> dict:
             "share_8bit_diff_over_1": float((diff8 > 1).mean())}
 
 
-def cine_run(frames: int, size: int, precision: str, env: dict | None = None) -> dict:
-    """Time and peak resident memory of `speckle2self despeckle` on a frames x size x size uint8 cine
-    (the bundled sample, shifted a little each frame), in a fresh process (with `env` added)."""
-    from ..image_io import read_image, write_image
+def cine_run(frames: int, size: int, precision: str, env: dict | None = None, scale: str = "auto") -> dict:
+    """Time and peak resident memory of `speckle2self despeckle` on a frames x size x size uint8 cine of the
+    bundled sample (`sample_stack`), in a fresh process (with `env` added), at `scale`; the row names the
+    factor that scale comes to."""
+    from .. import scale as sc
+    from ..image_io import write_image
+    from ..inference import training_grain
 
-    base = _square(read_image(SAMPLE).array, size)
-    cine = np.stack([np.roll(base, i % 32, axis=1) for i in range(frames)])
+    cine = sample_stack(frames, size, size)
+    factor = sc.choose(cine[:1], sc.parse_scale(scale), training_grain())["factor"]
     with tempfile.TemporaryDirectory() as folder:
         source, target = Path(folder) / "cine.mha", Path(folder) / "despeckled.mha"
         write_image(source, cine)
         del cine
         start = time.perf_counter()
         command = [sys.executable, "-m", "speckle2self", "despeckle", str(source), "-o", str(target),
-                   "--precision", precision]
+                   "--precision", precision, "--scale", scale]
         rss_kib = _peak_rss_kib(command, env)
         seconds = time.perf_counter() - start
-    return {"frames": frames, "size": size, "precision": precision, "seconds": seconds,
+    return {"frames": frames, "size": size, "precision": precision, "factor": factor, "seconds": seconds,
             "ms_per_frame": 1e3 * seconds / frames, "peak_rss_mib": rss_kib / 1024,
             "buffers_mib": 2 * frames * size * size / 2 ** 20}
 
@@ -412,7 +423,8 @@ def bench_speed(plan: SpeedPlan = SpeedPlan(), data: Path | None = None) -> dict
         "paths": measure_paths(shipped_nets(), plan, peaks["fp32"]),
         "despeckle": end_to_end(plan),
         "agreement": agreement(real_frames(data)),
-        "cine": [cine_run(plan.cine_frames[0], plan.cine_size, "fp32")]
+        "cine": [cine_run(plan.cine_frames[0], plan.cine_size, "fp32"),
+                 cine_run(plan.cine_frames[0], plan.cine_size, "auto", scale="1")]
                 + [cine_run(n, plan.cine_size, "auto") for n in plan.cine_frames],
         "training_step_s": _training_steps(plan, ("fp32", "auto")),
         "training_size": _train_size(plan),
@@ -432,16 +444,18 @@ def _paths_table(results: dict) -> list[str]:
 def _despeckle_table(results: dict) -> list[str]:
     """End-to-end ms/frame, with the default's speed-up over the eager fp32 network at square sizes."""
     eager = {f"{r['size']}x{r['size']}": r["ms_per_frame"] for r in results["paths"] if r["path"] == "eager fp32"}
-    lines = ["| frame | path | ms/frame | speed-up over the eager fp32 network |", "|---|---|---|---|"]
-    return lines + [f"| {r['shape']} | {r['path']} | {r['ms_per_frame']:.1f} | "
+    lines = ["| frame | path | speckle scale factor | ms/frame | speed-up over the eager fp32 network |",
+             "|---|---|---|---|---|"]
+    return lines + [f"| {r['shape']} | {r['path']} | {r['factor']:.2f} | {r['ms_per_frame']:.1f} | "
                     + (f"{eager[r['shape']] / r['ms_per_frame']:.2f}x |" if r["shape"] in eager else "- |")
                     for r in results["despeckle"]]
 
 
 def _cine_table(results: dict) -> list[str]:
-    lines = ["| frames | size | precision | seconds | ms/frame | peak RSS (MiB) | input + output buffers (MiB) |",
-             "|---|---|---|---|---|---|---|"]
-    return lines + [f"| {r['frames']} | {r['size']} | {r['precision']} | {r['seconds']:.1f} | {r['ms_per_frame']:.0f} | "
+    lines = ["| frames | size | precision | speckle scale factor | seconds | ms/frame | peak RSS (MiB) | "
+             "input + output buffers (MiB) |", "|---|---|---|---|---|---|---|---|"]
+    return lines + [f"| {r['frames']} | {r['size']} | {r['precision']} | {r['factor']:.2f} | {r['seconds']:.1f} | "
+                    f"{r['ms_per_frame']:.0f} | "
                     f"{r['peak_rss_mib']:.0f} | {r['buffers_mib']:.0f} |" for r in results["cine"]]
 
 
@@ -495,7 +509,8 @@ def markdown(results: dict) -> str:
     lines += ["", "## Cine: read -> despeckle -> write (`speckle2self despeckle`, fresh process)", ""]
     lines += _cine_table(results)
     lines += ["", "Peak RSS beyond the input and output buffers: " + ", ".join(
-        f"{r['frames']} frames {r['precision']} {r['peak_rss_mib'] - r['buffers_mib']:.0f} MiB" for r in results["cine"])
+        f"{r['frames']} frames {r['precision']} at scale {r['factor']:.2f} {r['peak_rss_mib'] - r['buffers_mib']:.0f} MiB"
+        for r in results["cine"])
         + " (flat in the number of frames when the figures for one precision agree)."]
     lines += ["", f"## Fine-tuning step (three branches, batch 4, {size}x{size})", ""] + _training_table(results)
     lines += ["", "## Allocator: speckle2self's processes against a plain one", "",
