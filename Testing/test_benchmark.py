@@ -11,7 +11,9 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from conftest import PUBLISHED_REFERENCE, SHARED_DATA
-from speckle2self.bench.benchmark import QUICK_CONFIG, _grid_scores, bench_config, benchmark_job
+from speckle2self.bench.benchmark import (QUICK_CONFIG, _grid_scores, bench_config, benchmark_job, calibrated_clean,
+                                          fmt, measure)
+from speckle2self.bench.report import STRUCTURE, structure_table
 from speckle2self.bench.sets import REAL_IMAGES, real_set
 from speckle2self.cli import main
 from speckle2self.inference import despeckle
@@ -118,6 +120,21 @@ def test_candidate_weights_are_scored_beside_the_shipped_model(tiny_weights):
     assert "tiny.pt" in result.methods[-1].name
     shipped, candidate = (result.scores["raw"][k]["S-II"]["psnr"][0] for k in ("s2s", "s2s-candidate"))
     assert math.isfinite(candidate) and candidate != shipped
+
+
+def test_the_calibrated_structure_table_shows_a_perfect_output_after_the_chain():
+    """The clean image scores FWHM ratio 1 as it is; the reference row gives its figures after the calibration
+    chain, what a calibrated structure target must allow for."""
+    result = benchmark_job(replace(QUICK_CONFIG, data=None, methods=("input",))).run()
+    simulated = [s for s in result.sets if s.simulated]
+    as_is = [measure(c, r, c, s.name)["fwhm"] for s in simulated for c, r in zip(s.clean, s.regions)]
+    assert [v for v in as_is if math.isfinite(v)] == pytest.approx([1.0] * len(simulated))  # one points image each
+    floors = [calibrated_clean(s) for s in simulated]
+    assert all(math.isfinite(f["fwhm"]) and f["fwhm"] != pytest.approx(1.0) for f in floors)
+    cells = [" / ".join(fmt(f[metric], digits) for metric, digits in STRUCTURE) for f in floors]
+    assert "| clean image, calibrated: a perfect output after the chain | " + " | ".join(cells) + " |" in \
+        structure_table(result, "calibrated").splitlines()
+    assert "clean image" not in structure_table(result, "raw")
 
 
 def test_the_benchmark_job_can_be_cancelled():

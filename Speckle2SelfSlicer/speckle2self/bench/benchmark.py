@@ -162,6 +162,14 @@ def measure(output: np.ndarray, regions: dict[str, np.ndarray], clean: np.ndarra
     return scores
 
 
+def calibrated_clean(s: TestSet) -> dict[str, float]:
+    """What the calibration chain alone does to a perfect output: each clean image of simulated set `s`
+    calibrated against its noisy input and scored as an output would be; means over the set."""
+    values = [measure(calibrated(clean, image), regions, clean, s.name)
+              for clean, image, regions in zip(s.clean, s.images, s.regions)]
+    return {metric: finite_mean([v[metric] for v in values]) for metric in values[0]}
+
+
 def score(s: TestSet, i: int, output: np.ndarray) -> dict[str, float]:
     """The metrics of an output of image `i` of set `s`: against the published output on the carotid set,
     else `measure`."""

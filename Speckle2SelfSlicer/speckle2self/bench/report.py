@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..metrics import homogeneity
 from ..weights import DEFAULT_WEIGHTS, read_card
 from . import published as pub
-from .benchmark import EDGE_BAND, BenchResult, finite_mean, fmt
+from .benchmark import EDGE_BAND, BenchResult, calibrated_clean, finite_mean, fmt
 from .peers import KINDS, Method
 from .sets import REAL_IMAGES, SECOND_REALISATION_SEED, TRAIN_SEED
 from .targets import targets_table
@@ -108,7 +108,8 @@ STRUCTURE = (("fwhm", 2), ("grid", 2), ("beta", 3), ("gcnr", 3))
 
 
 def structure_table(result: BenchResult, chain: str = "raw") -> str:
-    """Point-target FWHM ratio, grid score, edge beta and gCNR (target vs background) per simulated set."""
+    """Point-target FWHM ratio, grid score, edge beta and gCNR (target vs background) per simulated set;
+    calibrated, with the clean image through the same chain as a reference row."""
     simulated = simulated_names(result)
     header = ["Method"] + [f"{name} FWHM ratio / grid / edge beta / gCNR" for name in simulated]
 
@@ -116,7 +117,13 @@ def structure_table(result: BenchResult, chain: str = "raw") -> str:
         return [" / ".join(fmt(result.mean(m.key, name, metric, chain), digits) for metric, digits in STRUCTURE)
                 for name in simulated]
 
-    return "\n".join(_table(result, header, row))
+    lines = _table(result, header, row)
+    if chain == "calibrated":
+        floors = [calibrated_clean(s) for s in result.sets if s.simulated]
+        lines += _rows("Reference", ["clean image, calibrated: a perfect output after the chain"],
+                       [[" / ".join(fmt(f[metric], digits) for metric, digits in STRUCTURE) for f in floors]],
+                       len(header))
+    return "\n".join(lines)
 
 
 def carotid_columns(result: BenchResult) -> list[tuple[str, list[int]]]:
