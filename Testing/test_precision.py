@@ -103,7 +103,8 @@ def test_bench_speed_quick_writes_the_performance_page(tmp_path, capsys):
     assert {r["path"] for r in precision_rows} >= {"default", "fast model"}
     assert {r["path"] for r in results["despeckle"]} == {"reference", "default on the file's grid (--scale 1)",
                                                          "default", "fast model (--model fast)"}
-    on_file_grid = [r for r in results["despeckle"] if r["path"] in ("reference", "default on the file's grid (--scale 1)")]
+    on_file_grid = [r for r in results["despeckle"]
+                    if r["path"] in ("reference", "default on the file's grid (--scale 1)")]
     assert on_file_grid and all(r["factor"] == 1 for r in on_file_grid)
     assert "speckle scale factor" in page and any(r["factor"] == 1 for r in results["cine"])
     assert any(name.endswith("fast model") for name in results["training_step_s"])

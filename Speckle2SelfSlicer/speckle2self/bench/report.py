@@ -113,16 +113,17 @@ def structure_table(result: BenchResult, chain: str = "raw") -> str:
     simulated = simulated_names(result)
     header = ["Method"] + [f"{name} FWHM ratio / grid / edge beta / gCNR" for name in simulated]
 
+    def cell(value_of) -> str:
+        return " / ".join(fmt(value_of(metric), digits) for metric, digits in STRUCTURE)
+
     def row(m: Method) -> list[str]:
-        return [" / ".join(fmt(result.mean(m.key, name, metric, chain), digits) for metric, digits in STRUCTURE)
-                for name in simulated]
+        return [cell(lambda metric: result.mean(m.key, name, metric, chain)) for name in simulated]
 
     lines = _table(result, header, row)
     if chain == "calibrated":
         floors = [calibrated_clean(s) for s in result.sets if s.simulated]
         lines += _rows("Reference", ["clean image, calibrated: a perfect output after the chain"],
-                       [[" / ".join(fmt(f[metric], digits) for metric, digits in STRUCTURE) for f in floors]],
-                       len(header))
+                       [[cell(floor.get) for floor in floors]], len(header))
     return "\n".join(lines)
 
 

@@ -217,8 +217,9 @@ def end_to_end(plan: SpeedPlan) -> list[dict]:
         for name, options in (("reference", {"precision": "fp32", "batch_size": 4, "scale": 1}),
                               ("default on the file's grid (--scale 1)", {"scale": 1}), ("default", {}),
                               ("fast model (--model fast)", {"weights": shipped_weights("fast")})):
-            factor = despeckle_job(stack[:1], **options).info["scale"]["factor"]
-            despeckle(stack[:1], **options)  # the int8 network is prepared (or read from the cache) once
+            warm_up = despeckle_job(stack[:1], **options)  # the int8 network is prepared (or read from the cache)
+            warm_up.run()
+            factor = warm_up.info["scale"]["factor"]
             seconds = timed(lambda: despeckle(stack, **options), 3, warmup=0)
             rows.append({"shape": f"{h}x{w}", "path": name, "factor": factor,
                          "ms_per_frame": 1e3 * seconds / len(stack)})
@@ -509,8 +510,8 @@ def markdown(results: dict) -> str:
     lines += ["", "## Cine: read -> despeckle -> write (`speckle2self despeckle`, fresh process)", ""]
     lines += _cine_table(results)
     lines += ["", "Peak RSS beyond the input and output buffers: " + ", ".join(
-        f"{r['frames']} frames {r['precision']} at scale {r['factor']:.2f} {r['peak_rss_mib'] - r['buffers_mib']:.0f} MiB"
-        for r in results["cine"])
+        f"{r['frames']} frames {r['precision']} at scale {r['factor']:.2f} "
+        f"{r['peak_rss_mib'] - r['buffers_mib']:.0f} MiB" for r in results["cine"])
         + " (flat in the number of frames when the figures for one precision agree)."]
     lines += ["", f"## Fine-tuning step (three branches, batch 4, {size}x{size})", ""] + _training_table(results)
     lines += ["", "## Allocator: speckle2self's processes against a plain one", "",
