@@ -1,8 +1,10 @@
+import time
+
 import numpy as np
 import pytest
 
 from speckle2self.errors import Cancelled, UserError
-from speckle2self.inference import despeckle, despeckle_job, resolve_device
+from speckle2self.inference import despeckle, despeckle_job, in_order, resolve_device
 
 
 @pytest.mark.parametrize("shape", [(257, 301), (3, 257, 301), (40, 33)])
@@ -63,6 +65,20 @@ def test_progress_covers_every_frame_and_cancel_stops(tiny_weights):
     job.cancel()
     with pytest.raises(Cancelled):
         job.step()
+
+
+def test_batches_run_side_by_side_come_back_in_order_and_a_cancel_stops_the_rest():
+    slow_first = lambda i: (time.sleep(0.1 if i == 0 else 0), i * i)[1]
+    assert list(in_order(slow_first, [0, 1, 2, 3], 2)) == [(0, 0), (1, 1), (2, 4), (3, 9)]
+    checks, started = [], []
+
+    def check():
+        checks.append(1)
+        if len(checks) == 3:
+            raise Cancelled("stop")
+    with pytest.raises(Cancelled):
+        list(in_order(started.append, range(6), 2, check))
+    assert sorted(started) == [0, 1]  # the third batch never started; the two in flight finished
 
 
 @pytest.mark.parametrize("array, words", [

@@ -12,7 +12,8 @@ from speckle2self import int8
 from speckle2self.errors import UserError
 from speckle2self.frames import grey_stack
 from speckle2self.image_io import read_image
-from speckle2self.inference import despeckle, despeckle_job, inference_model, int8_pays
+from speckle2self import inference
+from speckle2self.inference import despeckle, despeckle_job, inference_model, int8_pays, streams_for
 from speckle2self.metrics import psnr
 from speckle2self.network import Speckle2SelfNet
 from speckle2self.precision import resolve_precision
@@ -96,6 +97,29 @@ def test_int8_runs_a_network_held_in_memory(sample_array):
     reference = despeckle(stack, model=model, precision="fp32")
     assert out.shape == stack.shape and out.dtype == np.float32
     assert min(psnr(r, o) for r, o in zip(reference, out)) >= INT8_MIN_PSNR_DB
+
+
+def test_only_the_int8_path_despeckles_batches_side_by_side():
+    cpu = torch.device("cpu")
+    assert torch.get_num_threads() >= 2  # the machines this runs on have two cores or more
+    assert streams_for("int8", cpu, batches=4, fitting=4) == inference.STREAMS == 2
+    assert streams_for("int8", cpu, batches=1, fitting=4) == 1  # a single frame: every thread on it
+    assert streams_for("int8", cpu, batches=4, fitting=1) == 1  # memory for one frame only
+    assert streams_for("bf16", cpu, batches=4, fitting=4) == streams_for("fp32", cpu, batches=4, fitting=4) == 1
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_a_stack_comes_back_in_order_and_as_faithful_with_either_number_of_streams(sample_array, monkeypatch,
+                                                                                streams):
+    """Frames despeckled two at a time (the cine path) come back in their places, each as close to the fp32
+    path as when one batch runs at a time: the four frames differ (flips), so a frame put in another's place
+    would be far from its reference."""
+    monkeypatch.setattr(inference, "STREAMS", streams)
+    frames = _unit(np.stack([sample_array, sample_array[::-1], sample_array[:, ::-1], sample_array[::-1, ::-1]]))
+    out = despeckle(frames, precision="int8", scale=1, batch_size=1)
+    reference = despeckle(frames, precision="fp32", scale=1)
+    assert min(psnr(r, o) for r, o in zip(reference, out)) >= INT8_MIN_PSNR_DB
+    assert psnr(reference[0], out[1]) < INT8_MIN_PSNR_DB - 10
 
 
 def test_int8_is_not_a_training_precision():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,10 @@ CPU_BATCH_PIXELS = 2 * 256 * 256
 """Automatic CPU batches hold about this many pixels: larger ones fall out of cache and run slower per
 frame (docs/performance.md: 512x512 is fastest one frame at a time, 256x256 two at a time)."""
 GPU_BATCH = 16
+STREAMS = 2
+"""Batches the int8 path despeckles side by side (`streams_for`): the resampling, grid removal and brightness
+matching of one batch then run beside the network of the other (200-frame 512 x 512 cine at --scale auto, two
+cores: docs/performance.md)."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -97,17 +103,47 @@ def int8_pays(net: InferenceNet, pixels: int) -> bool:
     return pixels >= int8.WORTH_PIXELS or int8.cached(net) is not None
 
 
-def network_function(net: InferenceNet, precision: str, device: torch.device):
+def streams_for(precision: str, device: torch.device, batches: int, fitting: int) -> int:
+    """Batches despeckled side by side: STREAMS on the int8 path when the job has that many batches, the CPU
+    that many threads and the memory limit room for a frame per stream, else one. Torch's own path keeps one:
+    its convolutions already use every thread, and two of them at once only contend."""
+    if precision == "int8" and device.type == "cpu" and min(batches, torch.get_num_threads(), fitting) >= STREAMS:
+        return STREAMS
+    return 1
+
+
+def network_function(net: InferenceNet, precision: str, device: torch.device, streams: int = 1):
     """`net` at a resolved `precision` as a function of a padded (B, 1, H, W) CPU tensor to a (B, H, W)
-    float32 array; 'int8' is its OpenVINO twin (`int8`), prepared now."""
+    float32 array; 'int8' is its OpenVINO twin (`int8`), prepared now, callable from `streams` threads at once."""
     if precision == "int8":
-        fast = int8.int8_network(net, bf16_is_fast(device))
+        fast = int8.int8_network(net, bf16_is_fast(device), streams)
         return lambda batch: fast(batch.numpy())[:, 0]
 
     def run(batch: torch.Tensor) -> np.ndarray:
         with torch.inference_mode(), autocast(precision, device):
             return net(batch.to(device))[:, 0].float().cpu().numpy()
     return run
+
+
+def in_order(function, items: list, workers: int, check=lambda: None):
+    """(item, function(item)) for each of `items` in order, computed by `workers` threads with at most that many
+    in flight (inline for one); `check()` runs before each item starts, and what it raises stops the rest."""
+    if workers == 1:
+        for item in items:
+            check()
+            yield item, function(item)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque()
+        for item in items:
+            check()
+            pending.append((item, pool.submit(function, item)))
+            if len(pending) == workers:
+                item, future = pending.popleft()
+                yield item, future.result()
+        while pending:
+            item, future = pending.popleft()
+            yield item, future.result()
 
 
 def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
@@ -150,36 +186,45 @@ def despeckle_job(array: np.ndarray, weights: Path | str | None = None,
     sh, sw = sc.scaled_shape(h, w, factor)
     worth = precision == "auto" and dev.type == "cpu" and int8_pays(net, total * sh * sw)  # hashes the net once
     precision = resolve_precision(precision, dev, despeckling=True, int8_pays=worth)
-    batch_size = min(batch_size or automatic_batch(sh, sw, dev), _frames_that_fit(h, w, factor, net, memory_limit))
+    fitting = _frames_that_fit(h, w, factor, net, memory_limit)
+    batch_size = min(batch_size or automatic_batch(sh, sw, dev), fitting)
+    streams = streams_for(precision, dev, -(-total // batch_size), fitting)
+    batch_size = min(batch_size, fitting // streams)  # every batch in flight within the memory limit
     at = f" at {factor:g}x" if factor != 1 else ""
+
+    def despeckled(indices: range, forward) -> list[np.ndarray]:
+        """The output frames of one batch: resampled, through the network, back, post-processed."""
+        grey = [fr.grey_frame(array, layout, i) for i in indices]
+        normalised = [fr.normalise(g) for g in grey]
+        batch = sc.to_grid(torch.from_numpy(np.stack([n[0] for n in normalised])[:, None]), factor)
+        padded = forward(pad_to_multiple(batch))
+        on_grid = np.stack([(degridded(p) if degrid else p)[:sh, :sw] for p in padded])
+        result = sc.from_grid(torch.from_numpy(on_grid)[:, None], (h, w), factor)[:, 0].numpy()
+        frames = []
+        for g, unit, (source, lo, hi) in zip(grey, result, normalised):
+            outside = fr.background(g)
+            inside = ~outside
+            if match_brightness:
+                unit = brightness_matched(unit, source, inside)
+            unit = smoothed(unit, inside, smoothing)
+            if log_bias:
+                unit = log_bias_removed(unit, source, inside)
+            if gamma != 1.0:
+                unit = unit ** gamma
+            frame = fr.to_range(unit, lo, hi, array.dtype)
+            frame[outside] = 0
+            frames.append(frame)
+        return frames
 
     def work(job: Job):
         out = array.copy() if layout.colour else np.empty_like(array)
         if precision == "int8" and int8.cached(net) is None:
             yield job.progress(0, total, "preparing the int8 model of these weights (once)")
-        forward = network_function(net, precision, dev)
+        forward = network_function(net, precision, dev, streams)
         yield job.progress(0, total, "despeckling" + at)
-        for start in range(0, total, batch_size):
-            job.check()
-            indices = range(start, min(start + batch_size, total))
-            grey = [fr.grey_frame(array, layout, i) for i in indices]
-            normalised = [fr.normalise(g) for g in grey]
-            batch = sc.to_grid(torch.from_numpy(np.stack([n[0] for n in normalised])[:, None]), factor)
-            padded = forward(pad_to_multiple(batch))
-            on_grid = np.stack([(degridded(p) if degrid else p)[:sh, :sw] for p in padded])
-            result = sc.from_grid(torch.from_numpy(on_grid)[:, None], (h, w), factor)[:, 0].numpy()
-            for i, g, unit, (source, lo, hi) in zip(indices, grey, result, normalised):
-                outside = fr.background(g)
-                inside = ~outside
-                if match_brightness:
-                    unit = brightness_matched(unit, source, inside)
-                unit = smoothed(unit, inside, smoothing)
-                if log_bias:
-                    unit = log_bias_removed(unit, source, inside)
-                if gamma != 1.0:
-                    unit = unit ** gamma
-                frame = fr.to_range(unit, lo, hi, array.dtype)
-                frame[outside] = 0
+        batches = [range(start, min(start + batch_size, total)) for start in range(0, total, batch_size)]
+        for indices, frames in in_order(lambda indices: despeckled(indices, forward), batches, streams, job.check):
+            for i, frame in zip(indices, frames):
                 fr.put_frame(out, layout, i, frame)
             yield job.progress(indices[-1] + 1, total, f"frame {indices[-1] + 1}/{total}{at}")
         return out
