@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from speckle2self import int8
+from speckle2self import inference, int8
 from speckle2self.errors import UserError
 from speckle2self.frames import grey_stack
 from speckle2self.image_io import read_image
-from speckle2self import inference
 from speckle2self.inference import despeckle, despeckle_job, inference_model, int8_pays, streams_for
 from speckle2self.metrics import psnr
 from speckle2self.network import Speckle2SelfNet
