@@ -1,6 +1,10 @@
+import subprocess
+import sys
+
+import pytest
 import torch
 
-from speckle2self.network import Speckle2SelfNet, count_parameters
+from speckle2self.network import Speckle2SelfNet, conv_block, count_parameters
 
 
 def test_parameter_counts_match_the_paper():
@@ -28,3 +32,26 @@ def test_three_branches_share_the_decoder_and_keep_shape():
     assert model.inference_path().encoder is model.encoders[-1]
     y = model.inference_path()(x[0])
     assert y.min() >= 0 and y.max() <= 1
+
+
+@pytest.mark.parametrize("options", [{}, {"stride": 2}, {"act": False}, {"stride": 2, "transposed": True},
+                                     {"stride": 2, "transposed": True, "conv_only": True}])
+def test_each_layer_is_monais_convolution_block(options):
+    from monai.networks.blocks import Convolution
+
+    transposed = options.get("transposed", False)
+    monai_layer = Convolution(
+        spatial_dims=2, in_channels=4, out_channels=6, strides=options.get("stride", 1), kernel_size=3,
+        act="RELU" if options.get("act", True) else None, norm="INSTANCE", is_transposed=transposed, padding=1,
+        output_padding=1 if transposed else None, conv_only=options.get("conv_only", False))
+    ours = conv_block(4, 6, **options)
+    ours.load_state_dict(monai_layer.state_dict())  # strict: the same names and shapes
+    assert [name for name, _ in ours.named_modules()] == [name for name, _ in monai_layer.named_modules()]
+    x = torch.randn(2, 4, 16, 12)
+    torch.testing.assert_close(ours(x), monai_layer(x), rtol=0, atol=0)
+
+
+def test_despeckling_does_not_import_monai():
+    probe = "import sys, speckle2self.cli, speckle2self.inference, speckle2self.files; print('monai' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"

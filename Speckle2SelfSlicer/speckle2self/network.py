@@ -1,14 +1,14 @@
 """The Speckle2Self network: three scale-specific encoders and one shared decoder (no skips).
 
-Layers are MONAI `Convolution` blocks (conv, InstanceNorm without affine, ReLU) which express the
-paper's layers exactly; a faithful build at width 32 has 1,955,520 parameters per encoder and
-1,955,265 in the decoder.
+Each layer is a 3x3 convolution (or transposed convolution), InstanceNorm without affine, ReLU: the paper's
+layers; a faithful build at width 32 has 1,955,520 parameters per encoder and 1,955,265 in the decoder.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution
 from torch import nn
 
 from .architecture import DOWNSAMPLING  # noqa: F401 (imported from here by inference and fine-tuning)
@@ -29,13 +29,17 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING) -> torch.Tens
     return F.pad(x, (0, right, 0, bottom), mode="replicate") if right or bottom else x
 
 
-def _conv(cin: int, cout: int, stride: int = 1, act: bool = True, transposed: bool = False,
-          conv_only: bool = False) -> Convolution:
-    return Convolution(
-        spatial_dims=2, in_channels=cin, out_channels=cout, strides=stride, kernel_size=3,
-        act="RELU" if act else None, norm="INSTANCE", is_transposed=transposed, padding=1,
-        output_padding=1 if transposed else None, conv_only=conv_only,
-    )
+def conv_block(cin: int, cout: int, stride: int = 1, act: bool = True, transposed: bool = False,
+          conv_only: bool = False) -> nn.Sequential:
+    """One layer, laid out and named as MONAI's `Convolution` block (conv, then adn.N and adn.A), so checkpoints
+    of either load in both. Written with torch.nn because importing MONAI (all of its submodules) took 1.5-2.6 s
+    of every command-line start; `Testing/test_network.py` holds it equal to MONAI's block."""
+    conv = (nn.ConvTranspose2d(cin, cout, 3, stride, padding=1, output_padding=1) if transposed
+            else nn.Conv2d(cin, cout, 3, stride, padding=1))
+    if conv_only:
+        return nn.Sequential(OrderedDict(conv=conv))
+    adn = OrderedDict(N=nn.InstanceNorm2d(cout), **({"A": nn.ReLU()} if act else {}))
+    return nn.Sequential(OrderedDict(conv=conv, adn=nn.Sequential(adn)))
 
 
 class ResidualBlock(nn.Module):
@@ -43,7 +47,7 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.body = nn.Sequential(_conv(channels, channels), _conv(channels, channels, act=False))
+        self.body = nn.Sequential(conv_block(channels, channels), conv_block(channels, channels, act=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -60,7 +64,7 @@ class Encoder(nn.Sequential):
         layers: list[nn.Module] = []
         cin = in_channels
         for cout in _widths(width):
-            layers += [_conv(cin, cout, stride=2), ResidualBlock(cout)]
+            layers += [conv_block(cin, cout, stride=2), ResidualBlock(cout)]
             cin = cout
         super().__init__(*layers)
 
@@ -72,8 +76,8 @@ class Decoder(nn.Sequential):
         widths = _widths(width)[::-1]
         layers: list[nn.Module] = [ResidualBlock(widths[0])]
         for cin, cout in zip(widths, widths[1:]):
-            layers += [_conv(cin, cout, stride=2, transposed=True), ResidualBlock(cout)]
-        layers.append(_conv(widths[-1], out_channels, stride=2, transposed=True, conv_only=head == "linear"))
+            layers += [conv_block(cin, cout, stride=2, transposed=True), ResidualBlock(cout)]
+        layers.append(conv_block(widths[-1], out_channels, stride=2, transposed=True, conv_only=head == "linear"))
         super().__init__(*layers)
 
 
