@@ -30,7 +30,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING) -> torch.Tens
 
 
 def conv_block(cin: int, cout: int, stride: int = 1, act: bool = True, transposed: bool = False,
-          conv_only: bool = False) -> nn.Sequential:
+               conv_only: bool = False) -> nn.Sequential:
     """One layer, laid out and named as MONAI's `Convolution` block (conv, then adn.N and adn.A), so checkpoints
     of either load in both. Written with torch.nn because importing MONAI (all of its submodules) took 1.5-2.6 s
     of every command-line start; `Testing/test_network.py` holds it equal to MONAI's block."""
